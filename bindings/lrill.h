@@ -1,0 +1,102 @@
+/* bindings/lrill.h: helpers shared by every binding: the engine context, protected calls from
+ * the loop, error values, tasks, and buffers crossing into Lua. */
+#ifndef RILL_LRILL_H
+#define RILL_LRILL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "buf.h"
+#include "error.h"
+#include "loop.h"
+
+#ifndef RILL_VERSION
+#define RILL_VERSION "0.0.0"
+#endif
+
+/* Per-interpreter state, kept in the registry. One per engine (or per stock-lua state that
+ * required "rill"). */
+typedef struct rill_ctx_s {
+  lua_State *L;           /* the main state */
+  rill_loop_t loop;
+  int running;            /* inside rill_loop_run: rill.run() is then a no-op */
+  int failed;             /* an uncaught error is waiting in the registry (RILL_KEY_FAILED) */
+  int exiting;            /* rill.exit() was called: unwinding; exit_code holds the status */
+  int exit_code;
+  int live_tasks;
+  lua_Integer tick_head, tick_tail;  /* FIFO of Lua functions queued by rill.next_tick */
+  lua_Integer imm_head, imm_tail;    /* FIFO of Lua functions queued by rill.immediate */
+  int exit_hooks;                    /* registry ref of a table of C flushers run before exit */
+} rill_ctx_t;
+
+/* Creates the context of L over uv (NULL: a loop of its own) unless it exists; returns it. The
+ * context is freed, with every handle it tracks closed, when L is closed. */
+rill_ctx_t *rill__ctx_open(lua_State *L, uv_loop_t *uv);
+/* Pushes the message of the uncaught error that stopped the loop, clears it, and returns it. */
+const char *rill__take_failure(lua_State *L);
+/* Runs the loop in mode; returns 0, or a RILL_ERRRUN / RILL_EXIT status (see rill.h). */
+int rill__run(rill_ctx_t *ctx, uv_run_mode mode);
+
+/* The context of L's interpreter; raises if rill was not opened in it. */
+rill_ctx_t *rill__ctx(lua_State *L);
+/* The context, or NULL: for callbacks that must not raise. */
+rill_ctx_t *rill__ctx_or_null(lua_State *L);
+
+/* Calls the function below nargs arguments on L in protected mode with a traceback handler.
+ * Returns LUA_OK with nres results on the stack, or an error status with the error value on the
+ * stack (a string error gets its traceback appended). Never raises. */
+int rill__pcall(lua_State *L, int nargs, int nres);
+/* Reports the value on top of L as an uncaught error (the "uncaught" hook, else stop the loop
+ * and keep it for rill_run / rill.run to return) and pops it. */
+void rill__uncaught(lua_State *L);
+/* True if the value at idx is the unwinding marker raised by rill.exit (not an error). */
+int rill__is_exit(lua_State *L, int idx);
+/* For a callback the loop invokes: rill__pcall, and on error rill__uncaught; then drains the
+ * tick queue. Leaves nothing on the stack; returns the call status. */
+int rill__callback(lua_State *L, int nargs);
+/* Pushes a traceback-carrying message of the error value at idx, for stderr. */
+const char *rill__errstring(lua_State *L, int idx);
+
+/* Error values: a table {code=, message=, syscall=, path=} with metatable "rill.error".
+ * Pushes one for err (a negative UV_E* or RILL_E* code); syscall and path may be NULL. */
+void rill__pusherr(lua_State *L, int err, const char *syscall, const char *path);
+/* Pushes nil and an error value; returns 2, for `return rill__fail(...)`. */
+int rill__fail(lua_State *L, int err, const char *syscall, const char *path);
+/* Raises an error value for err (misuse paths that must carry a code). */
+int rill__raise(lua_State *L, int err, const char *fname);
+
+/* Tasks. A task is a coroutine resumed by the loop. A waiting call checks with
+ * rill__task_check, arranges to be woken, and returns rill__task_wait(L). The waker pushes the
+ * results onto the task's stack and calls rill__task_wake; the task resumes at the next tick
+ * (never inside the waker) and the waiting call returns those values. */
+int rill__in_task(lua_State *L);
+/* Raises "<fname>: must be called from a task" unless L is a task that may suspend. */
+void rill__task_check(lua_State *L, const char *fname);
+/* Suspends the calling task; `return rill__task_wait(L);` from a waiting C function. */
+int rill__task_wait(lua_State *L);
+/* Resumes the suspended task T with its top nres values as the waiting call's results. */
+void rill__task_wake(lua_State *T, int nres);
+
+/* Runs the function below nargs arguments as a task (up to its first wait). LUA_OK, or an error
+ * status with the error (traceback included) pushed, when it failed before its first wait. */
+int rill__task_start_main(lua_State *L, int nargs);
+
+/* Buffers (bindings/lbuffer.c). Metatable "rill.buffer". */
+/* Pushes a new buffer userdata over v, taking v's reference (*v is emptied). */
+void rill__pushbuffer(lua_State *L, rill_view_t *v);
+/* The view of the buffer at idx (borrowed), or NULL if it is not a buffer. */
+rill_view_t *rill__tobuffer(lua_State *L, int idx);
+/* The view of the buffer at idx (borrowed); raises an argument error otherwise. */
+rill_view_t *rill__checkbuffer(lua_State *L, int idx);
+/* Bytes of a string or buffer at idx (borrowed), or NULL if it is neither. */
+const char *rill__tobytes(lua_State *L, int idx, size_t *len);
+/* Bytes of a string or buffer at idx (borrowed); raises an argument error otherwise. */
+const char *rill__checkbytes(lua_State *L, int idx, size_t *len);
+
+/* Module openers, one per binding file; each returns the module table. */
+int rill__open_core(lua_State *L);    /* bindings/lrill.c: loop, timers, tasks, signals, exit */
+int rill__open_buffer(lua_State *L);  /* bindings/lbuffer.c */
+int rill__open_timer(lua_State *L);   /* bindings/ltimer.c: adds timers and signals to the table on top */
+int rill__open_task(lua_State *L);    /* bindings/ltask.c: adds spawn and sleep to the table on top */
+
+#endif

@@ -1,0 +1,76 @@
+/* core/buf.h: pooled refcounted slabs, views over them, and chains (FIFO queues) of views. */
+#ifndef RILL_BUF_H
+#define RILL_BUF_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+/* A slab is one allocation: a header then the bytes. Its refcount is atomic so that a slab can
+ * cross threads (parallel stages) without copying. Slabs of RILL_SLAB_SIZE or less come from a
+ * per-thread pool, so steady-state streaming does not call malloc. */
+#define RILL_SLAB_SIZE (64 * 1024)
+
+typedef struct rill_slab_s {
+  atomic_size_t refs;
+  size_t cap;         /* bytes available in data[] */
+  size_t used;        /* high-water mark of bytes handed out; lets the sole owner append in place */
+  unsigned char data[];
+} rill_slab_t;
+
+/* A view is (slab, offset, length) holding one reference on its slab. A zero-length view may
+ * have slab == NULL. Views are plain values: copy the struct only together with a ref. */
+typedef struct {
+  rill_slab_t *slab;
+  size_t off;
+  size_t len;
+} rill_view_t;
+
+/* Returns a new reference to a slab of at least cap bytes, or NULL when out of memory. */
+rill_slab_t *rill_slab_new(size_t cap);
+/* Takes one more reference. */
+void rill_slab_ref(rill_slab_t *s);
+/* Drops one reference; the last one returns the slab to the pool or frees it. NULL is a no-op. */
+void rill_slab_unref(rill_slab_t *s);
+/* Frees this thread's pooled slabs (call at thread or engine exit so valgrind sees no leak). */
+void rill_slab_pool_trim(void);
+
+static inline unsigned char *rill_view_data(const rill_view_t *v) {
+  return v->slab ? v->slab->data + v->off : (unsigned char *)"";
+}
+
+/* Fills *v with a new view of len uninitialised bytes; 0 or UV_ENOMEM. */
+int rill_view_alloc(rill_view_t *v, size_t len);
+/* Fills *v with a new view holding a copy of p[0..len); 0 or UV_ENOMEM. */
+int rill_view_from(rill_view_t *v, const void *p, size_t len);
+/* Fills *dst with src's bytes [off, off+len) sharing memory; takes a reference. Asserts bounds. */
+void rill_view_slice(rill_view_t *dst, const rill_view_t *src, size_t off, size_t len);
+/* Drops the view's reference and empties it; idempotent. */
+void rill_view_release(rill_view_t *v);
+
+/* A chain is a FIFO of views with a running byte count. Small arrays inline, heap growth after. */
+#define RILL_CHAIN_INLINE 4
+typedef struct {
+  rill_view_t *v;      /* ring buffer of cap entries, starting at head */
+  size_t head, count, cap;
+  size_t bytes;        /* sum of the lengths of all views */
+  rill_view_t inl[RILL_CHAIN_INLINE];
+} rill_chain_t;
+
+void rill_chain_init(rill_chain_t *c);
+/* Releases every view and any heap storage; the chain is empty and reusable afterwards. */
+void rill_chain_clear(rill_chain_t *c);
+/* Appends v, taking its reference (*v is emptied); 0 or UV_ENOMEM (then *v is untouched). */
+int rill_chain_push(rill_chain_t *c, rill_view_t *v);
+/* Appends a copy of p[0..len): into the tail slab's spare room when the chain is its only owner,
+ * else into a new pooled slab. This is how many small writes become few large ones. */
+int rill_chain_append(rill_chain_t *c, const void *p, size_t len);
+/* Borrows the first view, or NULL when empty. */
+rill_view_t *rill_chain_peek(rill_chain_t *c);
+/* Moves the first view into *out (gives its reference); 0, or UV_EOF when empty. */
+int rill_chain_shift(rill_chain_t *c, rill_view_t *out);
+/* Drops n bytes from the front (n <= bytes), trimming the first view(s). */
+void rill_chain_consume(rill_chain_t *c, size_t n);
+/* Fills up to n iovecs-like (base, len) pairs from the front without consuming; returns count. */
+size_t rill_chain_iov(rill_chain_t *c, void *uv_bufs, size_t n);
+
+#endif

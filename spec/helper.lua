@@ -1,0 +1,66 @@
+-- spec/helper.lua: shared spec helpers: run code as a task with the loop, run the rill command.
+local rill = require "rill"
+
+local helper = {}
+
+helper.rill = rill
+helper.bin = os.getenv("RILL_BIN") or "build/rill"
+
+-- Runs fn(...) as a task, then the loop until no work is left; returns fn's results or raises
+-- its error (with its traceback). Checks that the task finished: a task left suspended when the
+-- loop ran dry is a hang in disguise.
+function helper.run(fn, ...)
+  local task = rill.spawn(fn, ...)
+  rill.run()
+  assert(task:status() ~= "suspended", "the task was still waiting when the loop ran out of work")
+  collectgarbage()
+  collectgarbage()
+  return task:join()
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helper.quote = shell_quote
+
+-- Runs the rill command with the given argument list (and optional stdin text); returns
+-- stdout, stderr, exit status.
+function helper.cli(args, stdin)
+  local dir = os.tmpname()
+  local out, err, inp = dir .. ".out", dir .. ".err", dir .. ".in"
+  local cmd = { shell_quote(helper.bin) }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = shell_quote(a) end
+  local f = assert(io.open(inp, "wb"))
+  f:write(stdin or "")
+  f:close()
+  local line = table.concat(cmd, " ") .. " <" .. inp .. " >" .. out .. " 2>" .. err
+  local ok, how, code = os.execute(line)
+  local function slurp(p)
+    local h = assert(io.open(p, "rb"))
+    local s = h:read("a")
+    h:close()
+    os.remove(p)
+    return s
+  end
+  os.remove(inp)
+  os.remove(dir)
+  local status = how == "exit" and code or 128 + code
+  return slurp(out), slurp(err), status
+end
+
+-- Number of open file descriptors of this process.
+function helper.fd_count()
+  local p = io.popen("ls /proc/" .. helper.pid() .. "/fd | wc -l")
+  local n = tonumber(p:read("a"))
+  p:close()
+  return n - 1 -- the pipe of the popen itself
+end
+
+function helper.pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local s = f:read("a")
+  f:close()
+  return s:match("^(%d+)")
+end
+
+return helper
