@@ -75,9 +75,9 @@ int rill__raise(lua_State *L, int err, const char *fname) {
 
 const char *rill__errstring(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  if (lua_type(L, idx) == LUA_TSTRING) {
+  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
     lua_pushvalue(L, idx);
-    return lua_tostring(L, -1);
+    return lua_tostring(L, -1); /* converts the copy, as lua.c does for numbers */
   }
   if (!luaL_callmeta(L, idx, "__tostring")) {
     lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
