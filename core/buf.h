@@ -6,8 +6,9 @@
 #include <stddef.h>
 
 /* A slab is one allocation: a header then the bytes. Its refcount is atomic so that a slab can
- * cross threads (parallel stages) without copying. Slabs of RILL_SLAB_SIZE or less come from a
- * per-thread pool, so steady-state streaming does not call malloc. */
+ * cross threads (parallel stages) without copying. Slabs of exactly RILL_SLAB_SIZE come from a
+ * per-thread pool (bounded), so steady-state streaming does not call malloc; other sizes are
+ * exact mallocs, so a small buffer kept by Lua does not pin 64 KiB. */
 #define RILL_SLAB_SIZE (64 * 1024)
 
 typedef struct rill_slab_s {
@@ -33,6 +34,10 @@ void rill_slab_ref(rill_slab_t *s);
 void rill_slab_unref(rill_slab_t *s);
 /* Frees this thread's pooled slabs (call at thread or engine exit so valgrind sees no leak). */
 void rill_slab_pool_trim(void);
+/* Slabs waiting in this thread's pool, and slab mallocs made by this thread so far (for tests
+ * and stats: steady-state streaming should leave the second unchanged). */
+size_t rill_slab_pool_count(void);
+size_t rill_slab_mallocs(void);
 
 static inline unsigned char *rill_view_data(const rill_view_t *v) {
   return v->slab ? v->slab->data + v->off : (unsigned char *)"";

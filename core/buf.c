@@ -1,0 +1,304 @@
+/* core/buf.c: refcounted slabs with a per-thread pool, views over them, and chains of views. */
+#include "buf.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+/* Slabs of exactly RILL_SLAB_SIZE are the streaming currency (reads, appends), so only they are
+ * pooled: a small buffer kept by Lua must not pin 64 KiB, and odd sizes would fragment the pool.
+ * The pool is per thread, so taking and giving back needs no lock; a slab freed by another
+ * thread than the one that made it simply joins that thread's pool. The bound keeps an idle
+ * thread from holding more than RILL_SLAB_POOL_MAX * 64 KiB (4 MiB). */
+#define RILL_SLAB_POOL_MAX 64
+
+typedef struct {
+  rill_slab_t *head; /* free slabs linked through their first data bytes */
+  size_t count;
+  size_t mallocs;    /* slab allocations made by this thread, for the tests */
+} slab_pool_t;
+
+static _Thread_local slab_pool_t pool;
+
+static rill_slab_t *pool_next(rill_slab_t *s) {
+  rill_slab_t *next;
+  memcpy(&next, s->data, sizeof next);
+  return next;
+}
+
+static rill_slab_t *slab_malloc(size_t cap) {
+  if (cap > SIZE_MAX - sizeof(rill_slab_t)) return NULL;
+  rill_slab_t *s = malloc(sizeof(rill_slab_t) + cap);
+  if (s == NULL) return NULL;
+  pool.mallocs++;
+  s->cap = cap;
+  return s;
+}
+
+rill_slab_t *rill_slab_new(size_t cap) {
+  rill_slab_t *s;
+  if (cap == RILL_SLAB_SIZE && pool.head != NULL) {
+    s = pool.head;
+    pool.head = pool_next(s);
+    pool.count--;
+  } else {
+    s = slab_malloc(cap);
+    if (s == NULL) return NULL;
+  }
+  atomic_init(&s->refs, 1);
+  s->used = 0;
+  return s;
+}
+
+void rill_slab_ref(rill_slab_t *s) {
+  /* Relaxed is enough: the caller already holds a reference, so the slab cannot die here. */
+  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void rill_slab_unref(rill_slab_t *s) {
+  if (s == NULL) return;
+  size_t old = atomic_fetch_sub_explicit(&s->refs, 1, memory_order_release);
+  assert(old > 0);
+  if (old != 1) return;
+  /* Every other thread's writes to the bytes happen before we reuse or free them. */
+  atomic_thread_fence(memory_order_acquire);
+  if (s->cap == RILL_SLAB_SIZE && pool.count < RILL_SLAB_POOL_MAX) {
+    memcpy(s->data, &pool.head, sizeof pool.head);
+    pool.head = s;
+    pool.count++;
+    return;
+  }
+  free(s);
+}
+
+void rill_slab_pool_trim(void) {
+  while (pool.head != NULL) {
+    rill_slab_t *s = pool.head;
+    pool.head = pool_next(s);
+    free(s);
+  }
+  pool.count = 0;
+}
+
+size_t rill_slab_pool_count(void) {
+  return pool.count;
+}
+
+size_t rill_slab_mallocs(void) {
+  return pool.mallocs;
+}
+
+/* ---- views ---- */
+
+int rill_view_alloc(rill_view_t *v, size_t len) {
+  if (len == 0) {
+    v->slab = NULL;
+    v->off = v->len = 0;
+    return 0;
+  }
+  rill_slab_t *s = rill_slab_new(len);
+  if (s == NULL) return UV_ENOMEM;
+  s->used = len;
+  v->slab = s;
+  v->off = 0;
+  v->len = len;
+  return 0;
+}
+
+int rill_view_from(rill_view_t *v, const void *p, size_t len) {
+  int r = rill_view_alloc(v, len);
+  if (r == 0 && len > 0) memcpy(v->slab->data, p, len);
+  return r;
+}
+
+void rill_view_slice(rill_view_t *dst, const rill_view_t *src, size_t off, size_t len) {
+  assert(off <= src->len && len <= src->len - off);
+  if (dst == src) {
+    /* Slicing a view into itself narrows it: its one reference stays its own. */
+    if (len == 0) {
+      rill_view_release(dst);
+    } else {
+      dst->off += off;
+      dst->len = len;
+    }
+    return;
+  }
+  if (len == 0) {
+    /* An empty slice holds nothing, so it does not keep the slab alive. */
+    dst->slab = NULL;
+    dst->off = dst->len = 0;
+    return;
+  }
+  rill_slab_ref(src->slab);
+  dst->slab = src->slab;
+  dst->off = src->off + off;
+  dst->len = len;
+}
+
+void rill_view_release(rill_view_t *v) {
+  rill_slab_unref(v->slab);
+  v->slab = NULL;
+  v->off = v->len = 0;
+}
+
+/* ---- chains ---- */
+
+/* The ring's storage. Inline storage is recognised by its capacity, not by the pointer, so a
+ * chain that was moved (memcpy of its struct) still finds its own inline array. */
+static rill_view_t *ring(rill_chain_t *c) {
+  if (c->cap <= RILL_CHAIN_INLINE) c->v = c->inl;
+  return c->v;
+}
+
+static rill_view_t *slot(rill_chain_t *c, size_t i) {
+  size_t k = c->head + i;
+  if (k >= c->cap) k -= c->cap;
+  return &ring(c)[k];
+}
+
+void rill_chain_init(rill_chain_t *c) {
+  memset(c, 0, sizeof *c);
+  c->v = c->inl;
+  c->cap = RILL_CHAIN_INLINE;
+}
+
+void rill_chain_clear(rill_chain_t *c) {
+  for (size_t i = 0; i < c->count; i++) rill_view_release(slot(c, i));
+  if (ring(c) != c->inl) free(c->v);
+  rill_chain_init(c);
+}
+
+/* Makes room for at least want entries in total; 0 or UV_ENOMEM with the chain unchanged. */
+static int chain_reserve(rill_chain_t *c, size_t want) {
+  if (want <= c->cap) return 0;
+  size_t ncap = c->cap;
+  while (ncap < want) {
+    if (ncap > SIZE_MAX / 2 / sizeof(rill_view_t)) return UV_ENOMEM;
+    ncap *= 2;
+  }
+  rill_view_t *nv = malloc(ncap * sizeof *nv);
+  if (nv == NULL) return UV_ENOMEM;
+  for (size_t i = 0; i < c->count; i++) nv[i] = *slot(c, i);
+  if (ring(c) != c->inl) free(c->v);
+  c->v = nv;
+  c->cap = ncap;
+  c->head = 0;
+  return 0;
+}
+
+int rill_chain_push(rill_chain_t *c, rill_view_t *v) {
+  if (v->len > SIZE_MAX - c->bytes) return UV_ENOMEM;
+  if (v->len == 0) {
+    /* Empty views carry no bytes: dropping them keeps peek/shift from ever seeing one. */
+    rill_view_release(v);
+    return 0;
+  }
+  if (c->count == SIZE_MAX) return UV_ENOMEM;
+  int r = chain_reserve(c, c->count + 1);
+  if (r) return r;
+  *slot(c, c->count) = *v;
+  c->count++;
+  c->bytes += v->len;
+  v->slab = NULL;
+  v->off = v->len = 0;
+  return 0;
+}
+
+/* Removes and releases the last view (the rollback step of a failed append). */
+static void chain_pop_tail(rill_chain_t *c) {
+  rill_view_t *t = slot(c, c->count - 1);
+  c->bytes -= t->len;
+  c->count--;
+  rill_view_release(t);
+}
+
+int rill_chain_append(rill_chain_t *c, const void *p, size_t len) {
+  if (len == 0) return 0;
+  if (len > SIZE_MAX - c->bytes) return UV_ENOMEM;
+  const unsigned char *src = p;
+  rill_view_t *tail = c->count ? slot(c, c->count - 1) : NULL;
+  size_t room = 0;
+  /* The tail slab can grow in place only if nobody else can see its spare bytes: the chain's
+   * view is its only reference and ends exactly where the slab's handed-out bytes end. */
+  if (tail != NULL && tail->off + tail->len == tail->slab->used &&
+      atomic_load_explicit(&tail->slab->refs, memory_order_acquire) == 1) {
+    room = tail->slab->cap - tail->slab->used;
+  }
+  size_t first = len < room ? len : room;
+  size_t rest = len - first;
+  size_t count0 = c->count;
+  /* New slabs come first, so that a failure leaves the chain exactly as it was. */
+  while (rest > 0) {
+    size_t n = rest < RILL_SLAB_SIZE ? rest : RILL_SLAB_SIZE;
+    rill_view_t v;
+    int r = rill_view_alloc(&v, RILL_SLAB_SIZE);
+    if (r == 0) {
+      v.len = n;
+      v.slab->used = n;
+      memcpy(v.slab->data, src + (len - rest), n);
+      r = rill_chain_push(c, &v);
+      if (r) rill_view_release(&v);
+    }
+    if (r) {
+      while (c->count > count0) chain_pop_tail(c);
+      return r;
+    }
+    rest -= n;
+  }
+  if (first > 0) {
+    tail = slot(c, count0 - 1); /* the ring may have moved */
+    memcpy(tail->slab->data + tail->slab->used, src, first);
+    tail->slab->used += first;
+    tail->len += first;
+    c->bytes += first;
+  }
+  return 0;
+}
+
+rill_view_t *rill_chain_peek(rill_chain_t *c) {
+  return c->count ? slot(c, 0) : NULL;
+}
+
+int rill_chain_shift(rill_chain_t *c, rill_view_t *out) {
+  if (c->count == 0) return UV_EOF;
+  rill_view_t *h = slot(c, 0);
+  *out = *h;
+  h->slab = NULL;
+  h->off = h->len = 0;
+  c->head = c->head + 1 == c->cap ? 0 : c->head + 1;
+  c->count--;
+  c->bytes -= out->len;
+  if (c->count == 0) c->head = 0;
+  return 0;
+}
+
+void rill_chain_consume(rill_chain_t *c, size_t n) {
+  assert(n <= c->bytes);
+  while (n > 0 && c->count > 0) {
+    rill_view_t *h = slot(c, 0);
+    if (n < h->len) {
+      h->off += n;
+      h->len -= n;
+      c->bytes -= n;
+      return;
+    }
+    n -= h->len;
+    rill_view_t v;
+    rill_chain_shift(c, &v);
+    rill_view_release(&v);
+  }
+}
+
+size_t rill_chain_iov(rill_chain_t *c, void *uv_bufs, size_t n) {
+  uv_buf_t *b = uv_bufs;
+  size_t k = n < c->count ? n : c->count;
+  for (size_t i = 0; i < k; i++) {
+    rill_view_t *v = slot(c, i);
+    /* Set the fields directly: uv_buf_init takes an unsigned int length, uv_buf_t holds size_t. */
+    b[i].base = (char *)rill_view_data(v);
+    b[i].len = v->len;
+  }
+  return k;
+}
