@@ -8,13 +8,13 @@
 
 extern char **environ;
 
-static const char CTX_KEY = 'c';      /* registry[&CTX_KEY] = ctx (light userdata) */
-static const char ANCHOR_KEY = 'a';   /* registry[&ANCHOR_KEY] = userdata whose __gc frees ctx */
-static const char TICKS_KEY = 't';    /* registry[&TICKS_KEY] = FIFO table of next_tick fns */
-static const char IMMS_KEY = 'i';     /* registry[&IMMS_KEY] = FIFO table of immediate fns */
-static const char HOOK_KEY = 'h';     /* registry[&HOOK_KEY] = the "uncaught" hook */
-static const char FAILED_KEY = 'f';   /* registry[&FAILED_KEY] = the uncaught error message */
-static const char EXIT_KEY = 'x';     /* light userdata raised by rill.exit to unwind */
+static const char CTX_KEY = 'c';    /* registry[&CTX_KEY] = ctx (light userdata) */
+static const char ANCHOR_KEY = 'a'; /* registry[&ANCHOR_KEY] = userdata whose __gc frees ctx */
+static const char TICKS_KEY = 't';  /* registry[&TICKS_KEY] = FIFO table of next_tick fns */
+static const char IMMS_KEY = 'i';   /* registry[&IMMS_KEY] = FIFO table of immediate fns */
+static const char HOOK_KEY = 'h';   /* registry[&HOOK_KEY] = the "uncaught" hook */
+static const char FAILED_KEY = 'f'; /* registry[&FAILED_KEY] = the uncaught error message */
+static const char EXIT_KEY = 'x';   /* light userdata raised by rill.exit to unwind */
 
 /* C modules, preloaded as package.preload[name]. */
 static const luaL_Reg cmodules[] = {

@@ -5,7 +5,8 @@
 
 #define TASK_MT "rill.task"
 
-static const char TASKS_KEY = 'T'; /* registry[&TASKS_KEY] = {thread = task userdata} of live tasks */
+static const char TASKS_KEY =
+    'T'; /* registry[&TASKS_KEY] = {thread = task userdata} of live tasks */
 
 enum { T_RUNNING, T_WAITING, T_WOKEN, T_DONE, T_FAILED };
 
@@ -13,8 +14,8 @@ typedef struct {
   lua_State *T;
   rill_ctx_t *ctx;
   int state;
-  int joined;   /* someone asked for the result: a failure is theirs, not uncaught */
-  int nres;     /* results (or the error value) left on T's stack when it ended */
+  int joined; /* someone asked for the result: a failure is theirs, not uncaught */
+  int nres;   /* results (or the error value) left on T's stack when it ended */
 } task_t;
 
 /* Pushes nothing; returns the task record of thread L, or NULL. */

@@ -16,10 +16,10 @@ typedef struct {
     uv_timer_t timer;
     uv_signal_t signal;
   } u;
-  lua_State *L;       /* the main thread: callbacks run there */
-  int fn_ref;         /* the callback */
-  int self_ref;       /* pins the userdata while active */
-  void **box;         /* the userdata's pointer to us, cleared on stop */
+  lua_State *L; /* the main thread: callbacks run there */
+  int fn_ref;   /* the callback */
+  int self_ref; /* pins the userdata while active */
+  void **box;   /* the userdata's pointer to us, cleared on stop */
 } lhandle_t;
 
 static void lhandle_free(rill_handle_t *h) {
@@ -197,8 +197,8 @@ static int l_on_signal(lua_State *L) {
 }
 
 static void new_handle_mt(lua_State *L, const char *name) {
-  static const luaL_Reg methods[] = {{"stop", l_handle_stop}, {"active", l_handle_active},
-                                     {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"stop", l_handle_stop}, {"active", l_handle_active}, {NULL, NULL}};
   luaL_newmetatable(L, name);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index"); /* mt.__index = methods */
@@ -210,8 +210,10 @@ static void new_handle_mt(lua_State *L, const char *name) {
 int rill__open_timer(lua_State *L) {
   new_handle_mt(L, TIMER_MT);
   new_handle_mt(L, SIGNAL_MT);
-  static const luaL_Reg funcs[] = {{"timeout", l_timeout}, {"interval", l_interval},
-                                   {"sleep", l_sleep},     {"on_signal", l_on_signal},
+  static const luaL_Reg funcs[] = {{"timeout", l_timeout},
+                                   {"interval", l_interval},
+                                   {"sleep", l_sleep},
+                                   {"on_signal", l_on_signal},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
   return 0;

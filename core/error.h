@@ -7,7 +7,7 @@
   XX(STREAM_DESTROYED, "ERR_STREAM_DESTROYED", "cannot call write after a stream was destroyed") \
   XX(STREAM_PREMATURE_CLOSE, "ERR_STREAM_PREMATURE_CLOSE", "premature close")                    \
   XX(STREAM_PUSH_AFTER_EOF, "ERR_STREAM_PUSH_AFTER_EOF", "stream.push() after EOF")              \
-  XX(STREAM_WRITE_AFTER_END, "ERR_STREAM_WRITE_AFTER_END", "write after end")                   \
+  XX(STREAM_WRITE_AFTER_END, "ERR_STREAM_WRITE_AFTER_END", "write after end")                    \
   XX(STREAM_ALREADY_FINISHED, "ERR_STREAM_ALREADY_FINISHED", "stream already finished")          \
   XX(MULTIPLE_CALLBACK, "ERR_MULTIPLE_CALLBACK", "callback called multiple times")               \
   XX(INVALID_ARG_TYPE, "ERR_INVALID_ARG_TYPE", "invalid argument type")                          \
@@ -28,7 +28,7 @@ enum {
 #define XX(name, code, msg) RILL_E##name,
   RILL_ERRNO_MAP(XX)
 #undef XX
-  RILL__ERRNO_LAST
+      RILL__ERRNO_LAST
 };
 
 /* The code's name ("ENOENT", "ERR_STREAM_DESTROYED"); never NULL. */

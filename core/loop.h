@@ -35,14 +35,14 @@ typedef struct rill_handle_s {
 
 typedef struct rill_loop_s {
   uv_loop_t *uv;
-  int own_uv;            /* the loop was made here and is closed by rill_loop_free */
-  rill_tickq_t ticks;    /* next_tick: before any further I/O or timer */
-  rill_tickq_t imms;     /* immediate: after this turn's I/O */
+  int own_uv;         /* the loop was made here and is closed by rill_loop_free */
+  rill_tickq_t ticks; /* next_tick: before any further I/O or timer */
+  rill_tickq_t imms;  /* immediate: after this turn's I/O */
   int draining;
   uv_prepare_t prepare;  /* drains ticks before the loop blocks */
   uv_check_t check;      /* runs immediates after I/O */
   uv_idle_t idle;        /* keeps poll from blocking while work is queued */
-  rill_handle_t handles;  /* sentinel of the list of tracked handles */
+  rill_handle_t handles; /* sentinel of the list of tracked handles */
 } rill_loop_t;
 
 /* Initialises l over uv, or over a loop of its own when uv is NULL; 0 or a UV_E* code. */

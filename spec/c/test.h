@@ -6,38 +6,38 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                         \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
       fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      exit(1);                                                              \
-    }                                                                       \
+      exit(1);                                                                 \
+    }                                                                          \
   } while (0)
 
-#define CHECK_INT(a, b)                                                                     \
-  do {                                                                                      \
-    long long a_ = (long long)(a), b_ = (long long)(b);                                     \
-    if (a_ != b_) {                                                                         \
-      fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a, #b, \
-              a_, b_);                                                                      \
-      exit(1);                                                                              \
-    }                                                                                       \
+#define CHECK_INT(a, b)                                                                         \
+  do {                                                                                          \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                         \
+    if (a_ != b_) {                                                                             \
+      fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a, #b, a_, \
+              b_);                                                                              \
+      exit(1);                                                                                  \
+    }                                                                                           \
   } while (0)
 
-#define CHECK_STR(a, b)                                                                   \
-  do {                                                                                    \
-    const char *a_ = (a), *b_ = (b);                                                      \
-    if (strcmp(a_, b_) != 0) {                                                            \
-      fprintf(stderr, "%s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__, #a, \
-              #b, a_, b_);                                                                \
-      exit(1);                                                                            \
-    }                                                                                     \
+#define CHECK_STR(a, b)                                                                         \
+  do {                                                                                          \
+    const char *a_ = (a), *b_ = (b);                                                            \
+    if (strcmp(a_, b_) != 0) {                                                                  \
+      fprintf(stderr, "%s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__, #a, #b, \
+              a_, b_);                                                                          \
+      exit(1);                                                                                  \
+    }                                                                                           \
   } while (0)
 
-#define RUN(test)                        \
-  do {                                   \
-    fprintf(stderr, "-- %s\n", #test);   \
-    test();                              \
+#define RUN(test)                      \
+  do {                                 \
+    fprintf(stderr, "-- %s\n", #test); \
+    test();                            \
   } while (0)
 
 #endif
