@@ -251,6 +251,7 @@ static int buf_concat(lua_State *L) {
 /* buffer.alloc(n [, fill]): n zero bytes, or the fill byte or pattern repeated. */
 static int l_alloc(lua_State *L) {
   size_t n = checksize(L, 1);
+  lua_settop(L, 2);
   unsigned char byte = 0;
   size_t k = 1;
   const unsigned char *p = lua_isnoneornil(L, 2) ? &byte : checkfill(L, 2, NULL, &byte, &k);
@@ -606,15 +607,8 @@ static int buf_unpack(lua_State *L) {
   const char *fmt = luaL_checkstring(L, 2);
   const unsigned char *data = rill_view_data(v);
   size_t ld = v->len;
-  lua_Integer ipos = luaL_optinteger(L, 3, 1);
-  /* Lua's rule: negative counts from the end; then 0-based, so 0 and huge values fall out. */
-  size_t pos;
-  if (ipos >= 0)
-    pos = (size_t)ipos - 1;
-  else if ((lua_Unsigned)0 - (lua_Unsigned)ipos > ld)
-    pos = (size_t)-1;
-  else
-    pos = ld + (size_t)ipos;
+  /* Lua 5.4's rule (string.sub's start): 0 and anything before the start mean 1. */
+  size_t pos = startpos(luaL_optinteger(L, 3, 1), ld) - 1;
   luaL_argcheck(L, pos <= ld, 3, "initial position out of string");
   int n = 0;
   while (*fmt != '\0') {
@@ -760,6 +754,7 @@ static int buf_byte(lua_State *L) {
  * range); anything else raises. Returns b. */
 static int buf_fill(lua_State *L) {
   rill_view_t *v = rill__checkbuffer(L, 1);
+  lua_settop(L, 4); /* checkfill may push a copy of the pattern above the arguments */
   unsigned char byte;
   size_t k;
   const unsigned char *p = checkfill(L, 2, v, &byte, &k);
