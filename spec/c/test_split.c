@@ -334,7 +334,7 @@ static unsigned char *make_corpus(size_t *n, size_t *big_start) {
 }
 
 static void test_random_chunkings(void) {
-  size_t n, big_start, md, r, runs = 10000, nmodes = sizeof random_modes / sizeof *random_modes;
+  size_t n, big_start = 0, md, r, runs = 10000, nmodes = sizeof random_modes / sizeof *random_modes;
   unsigned char *corpus = make_corpus(&n, &big_start);
   rill_view_t whole;
   ref_rec_t *refs[sizeof random_modes / sizeof *random_modes];
@@ -493,6 +493,34 @@ static void test_max_len(void) {
   CHECK_STR(out, "[ab]");
   CHECK_INT(split_str("<>", 2, P("ab<", ">"), out), 0);
   CHECK_STR(out, "[ab]");
+  /* The refusal comes with the first carried byte that can no longer be a break: max_len plus
+   * one "\r" in lines mode, plus seplen-1 separator bytes in separator mode. */
+  CHECK_INT(split_str(NULL, 10, P("0123456789\r", "\n"), out), 0);
+  CHECK_INT(split_str(NULL, 10, P("0123456789\r", "x", "\n"), out), RILL_ELINE_TOO_LONG);
+  {
+    rill_split_t s;
+    rill_split_rec_t rec;
+    size_t pos = 0;
+    CHECK_INT(rill_split_init(&s, NULL, 0, 10), 0);
+    CHECK_INT(rill_split_next(&s, "0123456789\r", 11, &pos, &rec), 0);
+    pos = 0;
+    CHECK_INT(rill_split_next(&s, "x", 1, &pos, &rec), RILL_ELINE_TOO_LONG);
+    rill_split_free(&s);
+    CHECK_INT(rill_split_init(&s, "abc", 3, 10), 0);
+    pos = 0;
+    CHECK_INT(rill_split_next(&s, "0123456789ab", 12, &pos, &rec), 0);
+    pos = 0;
+    CHECK_INT(rill_split_next(&s, "x", 1, &pos, &rec), RILL_ELINE_TOO_LONG);
+    rill_split_free(&s);
+    CHECK_INT(rill_split_init(&s, "abc", 3, 10), 0);
+    pos = 0;
+    CHECK_INT(rill_split_next(&s, "0123456789a", 11, &pos, &rec), 0);
+    pos = 0;
+    CHECK_INT(rill_split_next(&s, "x", 1, &pos, &rec), 0); /* 12 bytes, may end in "ab" */
+    pos = 0;
+    CHECK_INT(rill_split_next(&s, "x", 1, &pos, &rec), RILL_ELINE_TOO_LONG);
+    rill_split_free(&s);
+  }
 
   /* A line without end is refused while it arrives, not at the end: memory stays bounded. */
   rill_split_t s;
