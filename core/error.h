@@ -20,6 +20,7 @@
   XX(ZLIB_TRUNCATED, "Z_BUF_ERROR", "unexpected end of file")                                    \
   XX(OUTPUT_LIMIT, "ERR_BUFFER_TOO_LARGE", "output exceeds max_output")                          \
   XX(HTTP_PARSE, "HPE_INVALID", "malformed HTTP message")                                        \
+  XX(HTTP_HEADER_OVERFLOW, "HPE_HEADER_OVERFLOW", "header block too large")                      \
   XX(DENIED, "ERR_ACCESS_DENIED", "denied by the engine's sandbox")
 
 #define RILL_ERRNO_BASE (-30000)
