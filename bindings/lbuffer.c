@@ -700,9 +700,13 @@ static int buf_tostring(lua_State *L) {
     return 1;
   }
   if (rill_encoded_len(enc, n, &elen) != 0) return luaL_error(L, "not enough memory");
-  luaL_Buffer b;
-  char *d = luaL_buffinitsize(L, &b, elen);
-  luaL_pushresultsize(&b, rill_encode(enc, d, p, n));
+  /* Encode into a scratch view held by a userdata (so an error cannot leak it), then make the
+   * string. A view rather than a luaL_Buffer: large slabs get huge pages, which makes the
+   * scratch memory much cheaper to touch the first time. */
+  rill_view_t *tmp = newbuf(L);
+  char *d = (char *)bufalloc(L, tmp, elen);
+  lua_pushlstring(L, d, rill_encode(enc, d, p, n));
+  rill_view_release(tmp);
   return 1;
 }
 

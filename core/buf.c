@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <uv.h>
 
 /* Slabs of exactly RILL_SLAB_SIZE are the streaming currency (reads, appends), so only they are
@@ -28,10 +29,26 @@ static rill_slab_t *pool_next(rill_slab_t *s) {
   return next;
 }
 
+/* Large slabs ask for transparent huge pages: touching fresh memory page by page costs more
+ * than filling it (about 1 GB/s on a VM, 4x faster with 2 MiB pages), and a big buffer is
+ * usually filled at once (a decoded file, a concatenation). Only whole 2 MiB ranges inside the
+ * allocation are advised, so nothing outside it is affected. */
+#define RILL_HUGE_PAGE ((uintptr_t)2 << 20)
+#define RILL_HUGE_MIN ((size_t)4 << 20)
+
+static void advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+  uintptr_t a = ((uintptr_t)p + RILL_HUGE_PAGE - 1) & ~(RILL_HUGE_PAGE - 1);
+  uintptr_t e = ((uintptr_t)p + n) & ~(RILL_HUGE_PAGE - 1);
+  if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE); /* only a hint: errors are fine */
+#endif
+}
+
 static rill_slab_t *slab_malloc(size_t cap) {
   if (cap > SIZE_MAX - sizeof(rill_slab_t)) return NULL;
   rill_slab_t *s = malloc(sizeof(rill_slab_t) + cap);
   if (s == NULL) return NULL;
+  if (cap >= RILL_HUGE_MIN) advise_huge(s, sizeof(rill_slab_t) + cap);
   pool.mallocs++;
   s->cap = cap;
   return s;

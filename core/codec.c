@@ -12,7 +12,10 @@
 #define T4(F, b) F(b), F((b) + 1), F((b) + 2), F((b) + 3)
 #define T16(F, b) T4(F, b), T4(F, (b) + 4), T4(F, (b) + 8), T4(F, (b) + 12)
 #define T64(F, b) T16(F, b), T16(F, (b) + 16), T16(F, (b) + 32), T16(F, (b) + 48)
-#define T256(F) T64(F, 0), T64(F, 64), T64(F, 128), T64(F, 192)
+#define T256B(F, b) T64(F, b), T64(F, (b) + 64), T64(F, (b) + 128), T64(F, (b) + 192)
+#define T1024(F, b) T256B(F, b), T256B(F, (b) + 256), T256B(F, (b) + 512), T256B(F, (b) + 768)
+#define T256(F) T256B(F, 0)
+#define T4096(F) T1024(F, 0), T1024(F, 1024), T1024(F, 2048), T1024(F, 3072)
 
 /* 255 marks a character outside the alphabet; "=" is outside too, so padding is only ever
  * accepted where the decoder looks for it explicitly. */
@@ -32,12 +35,53 @@
 
 static const uint8_t rev_std[256] = {T256(B64_STD)};
 static const uint8_t rev_url[256] = {T256(B64_URL)};
-static const uint8_t rev_hex[256] = {T256(HEX_VAL)};
+/* Hex digit values, the high one pre-shifted; a non-digit sets bit 8, which no digit touches. */
+#define HEX_HI(c) (HEX_VAL(c) == BAD ? 0x100 : HEX_VAL(c) << 4)
+#define HEX_LO(c) (HEX_VAL(c) == BAD ? 0x100 : HEX_VAL(c))
+static const uint16_t hex_hi[256] = {T256(HEX_HI)};
+static const uint16_t hex_lo[256] = {T256(HEX_LO)};
+
+/* Decoding tables pre-shifted to where each character's 6 bits land, with the 3 output bytes in
+ * memory order in the low 24 bits (byte 0 lowest): a group is 4 loads, 3 ORs and one store.
+ * A character outside the alphabet sets the top byte, which no valid character touches. */
+#define DEC_BAD 0xFF000000u
+#define DEC_LE(v) ((((v) >> 16) & 0xFFu) | (((v) >> 8) & 0xFFu) << 8 | ((v) & 0xFFu) << 16)
+#define DEC_AT(V, c, shift) \
+  (V(c) == BAD ? DEC_BAD : (uint32_t)DEC_LE((uint32_t)V(c) << (shift)))
+#define DS0(c) DEC_AT(B64_STD, c, 18)
+#define DS1(c) DEC_AT(B64_STD, c, 12)
+#define DS2(c) DEC_AT(B64_STD, c, 6)
+#define DS3(c) DEC_AT(B64_STD, c, 0)
+#define DU0(c) DEC_AT(B64_URL, c, 18)
+#define DU1(c) DEC_AT(B64_URL, c, 12)
+#define DU2(c) DEC_AT(B64_URL, c, 6)
+#define DU3(c) DEC_AT(B64_URL, c, 0)
+static const uint32_t dec_std[4][256] = {{T256(DS0)}, {T256(DS1)}, {T256(DS2)}, {T256(DS3)}};
+static const uint32_t dec_url[4][256] = {{T256(DU0)}, {T256(DU1)}, {T256(DU2)}, {T256(DU3)}};
 
 static const char alpha_std[65] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char alpha_url[65] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Encoding tables: the two characters for each 12-bit value, so a 3-byte group is two lookups
+ * and two 2-byte copies (8 KiB per alphabet, which stays in L1). */
+#define B64_CHAR(x, c62, c63)                              \
+  ((x) < 26 ? 'A' + (x) : (x) < 52 ? 'a' + (x) - 26        \
+   : (x) < 62 ? '0' + (x) - 52 : (x) == 62 ? (c62) : (c63))
+#define PAIR_STD(i) {B64_CHAR((i) >> 6, '+', '/'), B64_CHAR((i) & 63, '+', '/')}
+#define PAIR_URL(i) {B64_CHAR((i) >> 6, '-', '_'), B64_CHAR((i) & 63, '-', '_')}
+static const char pair_std[4096][2] = {T4096(PAIR_STD)};
+static const char pair_url[4096][2] = {T4096(PAIR_URL)};
+
+/* Stores the 3 bytes of a decoded group (memory order in the low 24 bits) plus one byte of
+ * slack, which the next group (or the last group's own stores) overwrites. */
+static inline void store3(unsigned char *d, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  v = __builtin_bswap32(v);
+#endif
+  memcpy(d, &v, 4);
+}
 
 /* Two hex digits per byte value, so encoding is one 2-byte copy per input byte. */
 #define HEX_DIGIT(x) ((x) < 10 ? '0' + (x) : 'a' + (x) - 10)
@@ -69,14 +113,14 @@ size_t rill_hex_encode(char *dst, const unsigned char *src, size_t n) {
 int rill_hex_decode(unsigned char *dst, const char *src, size_t n, size_t *out) {
   if (n % 2) return RILL_EINVALID_ENCODING;
   const unsigned char *s = (const unsigned char *)src;
-  /* Accumulate the table bits of a whole run and test once: BAD has bits that no digit has. */
+  /* Accumulate the table bits of the whole input and test once at the end. */
   unsigned bad = 0;
   for (size_t i = 0; i < n / 2; i++) {
-    unsigned hi = rev_hex[s[2 * i]], lo = rev_hex[s[2 * i + 1]];
-    bad |= hi | lo;
-    dst[i] = (unsigned char)(hi << 4 | lo);
+    unsigned v = hex_hi[s[2 * i]] | hex_lo[s[2 * i + 1]];
+    bad |= v;
+    dst[i] = (unsigned char)v;
   }
-  if (bad & 0xF0) return RILL_EINVALID_ENCODING;
+  if (bad & 0x100) return RILL_EINVALID_ENCODING;
   *out = n / 2;
   return 0;
 }
@@ -84,20 +128,18 @@ int rill_hex_decode(unsigned char *dst, const char *src, size_t n, size_t *out) 
 /* ---- base64 ---- */
 
 /* Encodes ngroups whole 3-byte groups: the hot loop, 3 bytes in and 4 characters out per step. */
-static void b64_groups(char *d, const unsigned char *s, size_t ngroups, const char *a) {
+static void b64_groups(char *d, const unsigned char *s, size_t ngroups, const char (*pair)[2]) {
   for (size_t i = 0; i < ngroups; i++, s += 3, d += 4) {
     uint32_t v = (uint32_t)s[0] << 16 | (uint32_t)s[1] << 8 | s[2];
-    d[0] = a[v >> 18];
-    d[1] = a[(v >> 12) & 63];
-    d[2] = a[(v >> 6) & 63];
-    d[3] = a[v & 63];
+    memcpy(d, pair[v >> 12], 2);
+    memcpy(d + 2, pair[v & 4095], 2);
   }
 }
 
 size_t rill_base64_encode(char *dst, const unsigned char *src, size_t n, int url) {
   const char *a = url ? alpha_url : alpha_std;
   size_t g = n / 3;
-  b64_groups(dst, src, g, a);
+  b64_groups(dst, src, g, url ? pair_url : pair_std);
   char *d = dst + 4 * g;
   const unsigned char *s = src + 3 * g;
   switch (n % 3) {
@@ -149,17 +191,16 @@ int rill_base64_decode(unsigned char *dst, const char *src, size_t n, int url, s
   /* Every group but the last has 4 data characters; the last may be short or padded. */
   size_t last = rem ? rem : 4;
   size_t ngroups = (n - last) / 4;
-  unsigned bad = 0;
+  const uint32_t(*t)[256] = url ? dec_url : dec_std;
+  uint32_t bad = 0;
   unsigned char *d = dst;
+  /* store3 writes one byte past each group: the last group always writes that byte again. */
   for (size_t i = 0; i < ngroups; i++, s += 4, d += 3) {
-    uint32_t a = r[s[0]], b = r[s[1]], c = r[s[2]], e = r[s[3]];
-    bad |= a | b | c | e;
-    uint32_t v = a << 18 | b << 12 | c << 6 | e;
-    d[0] = (unsigned char)(v >> 16);
-    d[1] = (unsigned char)(v >> 8);
-    d[2] = (unsigned char)v;
+    uint32_t v = t[0][s[0]] | t[1][s[1]] | t[2][s[2]] | t[3][s[3]];
+    bad |= v;
+    store3(d, v);
   }
-  if (bad & 0xC0) return RILL_EINVALID_ENCODING;
+  if (bad & DEC_BAD) return RILL_EINVALID_ENCODING;
   size_t k = last;
   if (last == 4 && s[3] == '=') k = s[2] == '=' ? 2 : 3;
   size_t w;
@@ -247,7 +288,7 @@ static int is_b64(rill_encoding_t enc) {
 
 size_t rill_codec_encode(rill_codec_t *c, char *dst, const unsigned char *src, size_t n) {
   if (!is_b64(c->enc)) return rill_encode(c->enc, dst, src, n);
-  const char *a = c->enc == RILL_ENC_BASE64URL ? alpha_url : alpha_std;
+  const char(*a)[2] = c->enc == RILL_ENC_BASE64URL ? pair_url : pair_std;
   char *d = dst;
   /* Complete the carried partial group first, so groups never depend on the cuts. */
   while (c->ncarry > 0 && c->ncarry < 3 && n > 0) {
