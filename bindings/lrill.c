@@ -19,6 +19,7 @@ static const char EXIT_KEY = 'x';   /* light userdata raised by rill.exit to unw
 /* C modules, preloaded as package.preload[name]. */
 static const luaL_Reg cmodules[] = {
     {"rill.buffer", rill__open_buffer},
+    {"rill._repl", rill__open_repl},
     {NULL, NULL},
 };
 

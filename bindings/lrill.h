@@ -98,5 +98,6 @@ int rill__open_core(lua_State *L);    /* bindings/lrill.c: loop, timers, tasks, 
 int rill__open_buffer(lua_State *L);  /* bindings/lbuffer.c */
 int rill__open_timer(lua_State *L);   /* bindings/ltimer.c: adds timers and signals to the table on top */
 int rill__open_task(lua_State *L);    /* bindings/ltask.c: adds spawn and sleep to the table on top */
+int rill__open_repl(lua_State *L);    /* bindings/lrepl.c: the REPL's terminal, as rill._repl */
 
 #endif

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
           "  -i SCRIPT.lua     run the script, then the interactive prompt\n"
           "  --version         print the version\n"
           "  --help            print this help\n"
-          "With no arguments and stdin not a terminal, the script is read from stdin.\n",
+          "With no arguments: the interactive prompt on a terminal, else the script from stdin.\n",
           progname);
 }
 
@@ -59,9 +59,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   } else if (isatty(STDIN_FILENO)) {
-    /* The interactive prompt is its own piece of work; until it lands, say how to use rill. */
-    usage(stderr);
-    return 1;
+    interactive = 1; /* no script: the REPL alone */
   }
 
   /* A write to a closed pipe is an EPIPE error for the stream to handle, not a fatal signal. */
@@ -73,18 +71,18 @@ int main(int argc, char **argv) {
     return 1;
   }
   const char *name = argc > script ? argv[script] : "-";
-  rill_set_argv(e, argc - script, argv + script);
-  int status;
+  rill_set_argv(e, argc > script ? argc - script : 0, argv + script);
+  int status = RILL_OK;
   if (is_code)
     status = rill_dostring(e, argv[script]);
-  else
+  else if (!interactive || argc > script)
     status = rill_dofile(e, strcmp(name, "-") == 0 ? NULL : name);
+  /* The REPL starts right after the script's main chunk, not after the loop ran dry: a script
+   * that serves or streams keeps doing so while the prompt is up (lua/rill/repl.lua). */
+  if (interactive && status == RILL_OK) status = rill_dostring(e, "require('rill.repl').start()");
   if (status == RILL_OK) status = rill_run(e, RILL_RUN_DEFAULT);
   report(e, status);
   int code = status == RILL_OK ? 0 : status == RILL_EXIT ? rill_exit_code(e) : 1;
-  if (interactive && status == RILL_OK) {
-    fprintf(stderr, "%s: the interactive prompt is not available yet\n", progname);
-  }
   rill_free(e);
   return code;
 }
