@@ -1,4 +1,6 @@
-/* bindings/engine.c: the embedding API (include/rill.h): an engine is a Lua state plus a loop. */
+/* bindings/engine.c: the embedding API (include/rill.h): an engine is a Lua state plus a loop,
+ * optionally sandboxed (modules left out, a memory cap, an instruction cap). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,52 +13,231 @@ struct rill_engine_s {
   lua_State *L;
   rill_ctx_t *ctx;
   char *errmsg;
+  rill_options opts; /* a copy; deny_modules points into owned storage */
+  /* Memory: bytes of Lua heap, mirrored from the allocator's osize/nsize (Lua's own count). */
+  size_t mem_used;
+  size_t mem_grace; /* headroom once the cap was hit, so that error handling can still allocate */
+  int mem_over;     /* the cap refused an allocation and usage has not come back below it */
+  int mem_hit;      /* the cap refused an allocation since the last error was reported */
+  /* Instructions: counted by a count hook, reset at every turn of the loop. */
+  unsigned long steps;
+  int period; /* the count hook's period: the cap's granularity */
+  int steps_hit;
+  rill_handle_t prep_h, check_h;
+  uv_prepare_t prep;
+  uv_check_t check;
 };
 
 static void set_errmsg(rill_engine *e, const char *msg) {
   free(e->errmsg);
-  e->errmsg = msg ? strdup(msg) : NULL;
+  e->errmsg = NULL;
+  if (msg == NULL) return;
+  if (e->mem_hit && strncmp(msg, "not enough memory", 17) == 0) {
+    /* Lua's memory error is one preallocated string: say here that it was the engine's cap. */
+    size_t n = strlen(msg) + 128;
+    e->errmsg = malloc(n);
+    if (e->errmsg)
+      snprintf(e->errmsg, n, "memory cap reached: the engine may hold %zu bytes (%s)",
+               e->opts.max_memory, msg);
+  } else {
+    e->errmsg = strdup(msg);
+  }
+  e->mem_hit = 0;
 }
 
-/* Opens the standard libraries and rill in L, and sets the global `rill`. */
+/* ---- the memory cap: a lua_Alloc that counts ---- */
+
+static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  rill_engine *e = ud;
+  size_t old = ptr ? osize : 0; /* without ptr, osize is the kind of object, not a size */
+  if (nsize == 0) {
+    free(ptr);
+    e->mem_used -= old;
+    return NULL;
+  }
+  size_t cap = e->opts.max_memory;
+  if (cap && nsize > old) {
+    size_t wall = e->mem_over ? cap + e->mem_grace : cap;
+    if (e->mem_used - old + nsize > wall) {
+      e->mem_over = e->mem_hit = 1;
+      return NULL; /* Lua collects and retries once, then raises "not enough memory" */
+    }
+  }
+  void *p = realloc(ptr, nsize);
+  if (p == NULL) return NULL;
+  e->mem_used = e->mem_used - old + nsize;
+  if (e->mem_over && e->mem_used < cap) e->mem_over = 0;
+  return p;
+}
+
+/* ---- the instruction cap: a count hook, reset when the loop turns ---- */
+
+static rill_engine *engine_of(lua_State *L) {
+  return *(rill_engine **)lua_getextraspace(L);
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar) {
+  rill_engine *e = engine_of(L);
+  int period = lua_gethookcount(L);
+  e->steps += (unsigned long)period;
+  if (e->steps <= e->opts.max_instructions) {
+    if (period != e->period) lua_sethook(L, count_hook, LUA_MASKCOUNT, e->period);
+    return;
+  }
+  /* Until the loop turns, every further instruction fails as well: a pcall around the loop
+   * cannot swallow the cap. */
+  e->steps_hit = 1;
+  if (period != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L,
+             "instruction cap reached: more than %lu Lua instructions without returning to the "
+             "loop (rill_options.max_instructions)",
+             e->opts.max_instructions);
+}
+
+static void prep_cb(uv_prepare_t *h) {
+  RILL_CONTAINER_OF(h, rill_engine, prep)->steps = 0;
+}
+
+static void check_cb(uv_check_t *h) {
+  RILL_CONTAINER_OF(h, rill_engine, check)->steps = 0;
+}
+
+/* Starts the handles that reset the instruction count once per turn: in the prepare phase
+ * (before the loop waits for I/O) and the check phase (after it). They never keep the loop
+ * alive, and rill_free closes them with the engine's other handles. */
+static void start_turn_handles(rill_engine *e) {
+  rill_loop_t *l = &e->ctx->loop;
+  uv_prepare_init(l->uv, &e->prep);
+  uv_check_init(l->uv, &e->check);
+  rill_handle_track(l, &e->prep_h, (uv_handle_t *)&e->prep, NULL);
+  rill_handle_track(l, &e->check_h, (uv_handle_t *)&e->check, NULL);
+  uv_prepare_start(&e->prep, prep_cb);
+  uv_check_start(&e->check, check_cb);
+  uv_unref((uv_handle_t *)&e->prep);
+  uv_unref((uv_handle_t *)&e->check);
+}
+
+/* ---- creation ---- */
+
+/* Opens the standard libraries and rill in L, sets the global `rill`, then the sandbox. */
 static int open_all(lua_State *L) {
   uv_loop_t *uv = lua_touserdata(L, 1);
+  const rill_options *o = lua_touserdata(L, 2);
   luaL_openlibs(L);
-  rill__ctx_open(L, uv);
+  rill_ctx_t *ctx = rill__ctx_open(L, uv);
   luaL_requiref(L, "rill", rill__open_core, 1);
+  lua_pop(L, 1);
+  if (o->deny || o->deny_modules || o->max_instructions) {
+    ctx->sandbox = o;
+    rill__sandbox_open(L, o);
+  }
   return 0;
 }
 
-RILL_API rill_engine *rill_new(uv_loop_t *loop) {
+static int valid_options(const rill_options *o) {
+  if (o->deny & ~(unsigned)RILL_DENY_ALL) return 0;
+  for (const char *const *m = o->deny_modules; m && *m; m++)
+    if (**m == '\0' || strlen(*m) > 64) return 0;
+  return 1;
+}
+
+/* Copies the host's NULL-terminated list of names into one allocation the engine owns. */
+static const char *const *copy_names(const char *const *names) {
+  if (names == NULL) return NULL;
+  size_t n = 0, bytes = 0;
+  for (; names[n]; n++) bytes += strlen(names[n]) + 1;
+  char **out = malloc((n + 1) * sizeof *out + bytes);
+  if (out == NULL) return NULL;
+  char *p = (char *)(out + n + 1);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(names[i]) + 1;
+    memcpy(p, names[i], len);
+    out[i] = p;
+    p += len;
+  }
+  out[n] = NULL;
+  return (const char *const *)out;
+}
+
+RILL_API rill_engine *rill_new_ex(uv_loop_t *loop, const rill_options *opts) {
+  static const rill_options none = {0};
+  if (opts == NULL) opts = &none;
+  if (!valid_options(opts)) return NULL;
   rill_engine *e = calloc(1, sizeof *e);
   if (e == NULL) return NULL;
+  e->opts = *opts;
+  e->opts.deny_modules = copy_names(opts->deny_modules);
+  if (opts->deny_modules && e->opts.deny_modules == NULL) goto fail;
+  if (e->opts.max_memory) e->mem_grace = e->opts.max_memory / 16 + 32 * 1024;
+  /* luaL_newstate gives the standard panic and warning functions; our allocator takes over at
+   * once, starting from Lua's exact count of the bytes it holds. */
   e->L = luaL_newstate();
   if (e->L == NULL) goto fail;
+  lua_setallocf(e->L, engine_alloc, e);
+  e->mem_used = (size_t)lua_gc(e->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(e->L, LUA_GCCOUNTB, 0);
+  if (e->opts.max_memory && e->mem_used > e->opts.max_memory) goto fail;
+  /* Every thread copies the main thread's extra space: the hook finds the engine there. */
+  *(rill_engine **)lua_getextraspace(e->L) = e;
+  if (e->opts.max_instructions) {
+    unsigned long p = e->opts.max_instructions / 16;
+    e->period = p < 1 ? 1 : p > 1000 ? 1000 : (int)p;
+    lua_sethook(e->L, count_hook, LUA_MASKCOUNT, e->period);
+  }
   lua_pushcfunction(e->L, open_all);
   lua_pushlightuserdata(e->L, loop);
-  if (lua_pcall(e->L, 1, 0, 0) != LUA_OK) goto fail;
+  lua_pushlightuserdata(e->L, &e->opts);
+  if (lua_pcall(e->L, 2, 0, 0) != LUA_OK) goto fail;
   e->ctx = rill__ctx(e->L);
+  if (e->opts.max_instructions) start_turn_handles(e);
+  e->mem_hit = 0;
   return e;
 fail:
   if (e->L) lua_close(e->L);
+  free((void *)e->opts.deny_modules);
   free(e);
   return NULL;
+}
+
+RILL_API rill_engine *rill_new(uv_loop_t *loop) {
+  return rill_new_ex(loop, NULL);
 }
 
 RILL_API lua_State *rill_lua(rill_engine *e) {
   return e->L;
 }
 
-/* Runs the chunk on top of the stack as the main task. */
+RILL_API uv_loop_t *rill_loop(rill_engine *e) {
+  return e->ctx->loop.uv;
+}
+
+/* ---- running code ---- */
+
+/* Runs the chunk at 1 as the main task; raises what the task raised before its first wait. */
+static int pstart(lua_State *L) {
+  if (rill__task_start_main(L, 0) != LUA_OK) return lua_error(L);
+  return 0;
+}
+
+/* Runs the chunk on top of the stack as the main task. Protected: a memory error while the
+ * task is being made must not reach Lua's panic. */
 static int run_main(rill_engine *e) {
   lua_State *L = e->L;
-  if (rill__task_start_main(L, 0) != LUA_OK) {
+  e->steps = 0; /* the host hands the engine a fresh turn */
+  lua_pushcfunction(L, pstart);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     set_errmsg(e, rill__errstring(L, -1));
     lua_pop(L, 2);
     return RILL_ERRRUN;
   }
   rill_loop_drain(&e->ctx->loop);
   if (e->ctx->exiting) return RILL_EXIT;
+  if (e->ctx->failed) {
+    /* A tick run by the drain failed: report it now rather than at the next rill_run. */
+    set_errmsg(e, rill__take_failure(L));
+    lua_pop(L, 1);
+    return RILL_ERRRUN;
+  }
   return RILL_OK;
 }
 
@@ -70,7 +251,9 @@ RILL_API int rill_dostring(rill_engine *e, const char *code) {
 }
 
 RILL_API int rill_dofile(rill_engine *e, const char *path) {
-  int r = luaL_loadfile(e->L, path);
+  /* A sandbox that denies binary chunks holds for the host's files too. */
+  const char *mode = e->opts.deny & RILL_DENY_BYTECODE ? "t" : NULL;
+  int r = luaL_loadfilex(e->L, path, mode);
   if (r != LUA_OK) {
     set_errmsg(e, lua_tostring(e->L, -1));
     lua_pop(e->L, 1);
@@ -80,14 +263,32 @@ RILL_API int rill_dofile(rill_engine *e, const char *path) {
 }
 
 RILL_API int rill_run(rill_engine *e, int mode) {
-  uv_run_mode m = mode == RILL_RUN_ONCE ? UV_RUN_ONCE
-                  : mode == RILL_RUN_NOWAIT ? UV_RUN_NOWAIT : UV_RUN_DEFAULT;
+  uv_run_mode m = mode == RILL_RUN_ONCE     ? UV_RUN_ONCE
+                  : mode == RILL_RUN_NOWAIT ? UV_RUN_NOWAIT
+                                            : UV_RUN_DEFAULT;
+  e->steps = 0;
   int r = rill__run(e->ctx, m);
   if (r == RILL_ERRRUN) {
     set_errmsg(e, rill__take_failure(e->L));
     lua_pop(e->L, 1);
   }
   return r;
+}
+
+RILL_API int rill_status(rill_engine *e) {
+  if (e->ctx->exiting) return RILL_EXIT;
+  if (!e->ctx->failed) return RILL_OK;
+  set_errmsg(e, rill__take_failure(e->L));
+  lua_pop(e->L, 1);
+  return RILL_ERRRUN;
+}
+
+RILL_API int rill_alive(rill_engine *e) {
+  rill_loop_t *l = &e->ctx->loop;
+  if (rill_loop_pending(l)) return 1;
+  for (rill_handle_t *h = l->handles.next; h != &l->handles; h = h->next)
+    if (uv_is_active(h->uv) && uv_has_ref(h->uv) && !uv_is_closing(h->uv)) return 1;
+  return 0;
 }
 
 RILL_API const char *rill_errmsg(rill_engine *e) {
@@ -98,8 +299,9 @@ RILL_API int rill_exit_code(rill_engine *e) {
   return e->ctx->exit_code;
 }
 
-RILL_API void rill_set_argv(rill_engine *e, int argc, char **argv) {
-  lua_State *L = e->L;
+static int pset_argv(lua_State *L) {
+  int argc = (int)lua_tointeger(L, 1);
+  char **argv = lua_touserdata(L, 2);
   lua_createtable(L, argc, 1);
   for (int i = 0; i < argc; i++) {
     lua_pushstring(L, argv[i]);
@@ -110,12 +312,28 @@ RILL_API void rill_set_argv(rill_engine *e, int argc, char **argv) {
   lua_getglobal(L, "rill");
   lua_insert(L, -2);
   lua_setfield(L, -2, "argv"); /* rill.argv = argv */
-  lua_pop(L, 1);
+  return 0;
+}
+
+RILL_API void rill_set_argv(rill_engine *e, int argc, char **argv) {
+  lua_State *L = e->L;
+  lua_pushcfunction(L, pset_argv);
+  lua_pushinteger(L, argc);
+  lua_pushlightuserdata(L, argv);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    set_errmsg(e, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+RILL_API size_t rill_memory(rill_engine *e) {
+  return e->mem_used;
 }
 
 RILL_API void rill_free(rill_engine *e) {
   if (e == NULL) return;
   lua_close(e->L); /* its anchor closes every handle the engine opened */
+  free((void *)e->opts.deny_modules);
   free(e->errmsg);
   free(e);
 }

@@ -174,6 +174,7 @@ int rill__run(rill_ctx_t *ctx, uv_run_mode mode) {
 static int l_run(lua_State *L) {
   rill_ctx_t *ctx = rill__ctx(L);
   if (ctx->running) return 0; /* the loop already runs: the script's caller drives it */
+  if (!ctx->loop.own_uv) return 0; /* a host's loop: the host drives it (never run it nested) */
   int r = rill__run(ctx, UV_RUN_DEFAULT);
   if (r == 4) {
     lua_getglobal(L, "os");

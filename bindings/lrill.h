@@ -27,6 +27,9 @@ typedef struct rill_ctx_s {
   lua_Integer tick_head, tick_tail;  /* FIFO of Lua functions queued by rill.next_tick */
   lua_Integer imm_head, imm_tail;    /* FIFO of Lua functions queued by rill.immediate */
   int exit_hooks;                    /* registry ref of a table of C flushers run before exit */
+  /* The engine's sandbox (include/rill.h), or NULL. A Lua state that runs code on behalf of this
+   * one (a parallel worker) must call rill__sandbox_open with it, or the sandbox leaks. */
+  const struct rill_options *sandbox;
 } rill_ctx_t;
 
 /* Creates the context of L over uv (NULL: a loop of its own) unless it exists; returns it. The
@@ -92,6 +95,12 @@ rill_view_t *rill__checkbuffer(lua_State *L, int idx);
 const char *rill__tobytes(lua_State *L, int idx, size_t *len);
 /* Bytes of a string or buffer at idx (borrowed); raises an argument error otherwise. */
 const char *rill__checkbytes(lua_State *L, int idx, size_t *len);
+
+/* Sandbox (bindings/sandbox.c): leaves out of L the rill modules and the parts of Lua's libraries
+ * that opts denies; each denied use raises "<name>: denied by the engine's sandbox". Call it after
+ * the standard libraries and rill are open in L. Raises on memory errors. */
+struct rill_options;
+void rill__sandbox_open(lua_State *L, const struct rill_options *opts);
 
 /* Module openers, one per binding file; each returns the module table. */
 int rill__open_core(lua_State *L);    /* bindings/lrill.c: loop, timers, tasks, signals, exit */
