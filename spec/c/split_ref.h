@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "error.h"
+#include "../../core/error.h" /* also found from fuzz/ */
 
 /* A record of the input: its bytes are in[start, start + len); end is where the next record
  * starts (after the break or separator), or the input's length for a last unterminated record. */
@@ -32,8 +32,7 @@ static inline size_t ref_split(const unsigned char *in, size_t n, const unsigned
       continue;
     }
     len = i - start;
-    if (lines && len > 0 && in[i - 1] == '\r')
-      len--;
+    if (lines && len > 0 && in[i - 1] == '\r') len--;
     if (max_len && len > max_len) {
       *err = RILL_ELINE_TOO_LONG;
       return nr;

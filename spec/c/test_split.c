@@ -31,18 +31,18 @@ static struct {
 
 static void fail_here(const char *file, int line, const char *cond) {
   size_t j;
-  fprintf(stderr, "%s:%d: check failed: %s\n  during %s, mode \"%s\", input %lld, seed %lld, "
-          "%zu pieces, cuts:", file, line, cond, cur.what ? cur.what : "?",
-          cur.mode ? cur.mode->name : "-", cur.input, cur.seed, cur.m);
-  for (j = 0; cur.cuts && j <= cur.m && j < 24; j++)
-    fprintf(stderr, " %zu", cur.cuts[j]);
+  fprintf(stderr,
+          "%s:%d: check failed: %s\n  during %s, mode \"%s\", input %lld, seed %lld, "
+          "%zu pieces, cuts:",
+          file, line, cond, cur.what ? cur.what : "?", cur.mode ? cur.mode->name : "-", cur.input,
+          cur.seed, cur.m);
+  for (j = 0; cur.cuts && j <= cur.m && j < 24; j++) fprintf(stderr, " %zu", cur.cuts[j]);
   fprintf(stderr, "%s\n", cur.cuts && cur.m > 23 ? " ..." : "");
   exit(1);
 }
-#define EXPECT(cond)                         \
-  do {                                       \
-    if (!(cond))                             \
-      fail_here(__FILE__, __LINE__, #cond);  \
+#define EXPECT(cond)                                   \
+  do {                                                 \
+    if (!(cond)) fail_here(__FILE__, __LINE__, #cond); \
   } while (0)
 
 #define SEP(s) s, sizeof(s) - 1
@@ -67,8 +67,7 @@ static int collect_cb(void *arg, rill_view_t *rec) {
 
 static void collect_clear(collect_t *c) {
   size_t i;
-  for (i = 0; i < c->n; i++)
-    rill_view_release(&c->v[i]);
+  for (i = 0; i < c->n; i++) rill_view_release(&c->v[i]);
   free(c->v);
   memset(c, 0, sizeof *c);
 }
@@ -95,8 +94,8 @@ static int in_one_piece(const ref_rec_t *r, const size_t *cuts, size_t m) {
 
 /* Feeds whole[cuts[j], cuts[j+1]) for j < m as slices through rill_split_feed and compares the
  * records, the error, and which records share the input's slab, with the oracle's. */
-static void run_views(const rill_view_t *whole, const size_t *cuts, size_t m,
-                      const split_mode *md, const ref_rec_t *ref, size_t nref, int ref_err) {
+static void run_views(const rill_view_t *whole, const size_t *cuts, size_t m, const split_mode *md,
+                      const ref_rec_t *ref, size_t nref, int ref_err) {
   const unsigned char *in = rill_view_data(whole);
   rill_split_t s;
   collect_t c = {0};
@@ -109,8 +108,7 @@ static void run_views(const rill_view_t *whole, const size_t *cuts, size_t m,
     rc = rill_split_feed(&s, &piece, collect_cb, &c);
     rill_view_release(&piece);
   }
-  if (rc == 0)
-    rc = rill_split_end(&s, collect_cb, &c);
+  if (rc == 0) rc = rill_split_end(&s, collect_cb, &c);
   EXPECT(rc == ref_err);
   if (rc) { /* the failure is sticky and yields nothing more */
     EXPECT(rill_split_feed(&s, whole, collect_cb, &c) == rc);
@@ -149,12 +147,10 @@ static void run_raw(const unsigned char *in, const size_t *cuts, size_t m, const
       EXPECT(nr < nref);
       EXPECT(rec.len == ref[nr].len);
       EXPECT(memcmp(rec.p, in + ref[nr].start, rec.len) == 0);
-      if (in_one_piece(&ref[nr], cuts, m))
-        EXPECT(rec.p == d + (ref[nr].start - cuts[j]));
+      if (in_one_piece(&ref[nr], cuts, m)) EXPECT(rec.p == d + (ref[nr].start - cuts[j]));
       nr++;
     }
-    if (rc == 0)
-      EXPECT(pos == len);
+    if (rc == 0) EXPECT(pos == len);
     free(d);
   }
   if (rc == 0 && (rc = rill_split_finish(&s, &rec)) > 0) {
@@ -175,34 +171,65 @@ typedef struct {
   const char *p;
   size_t n;
 } input_t;
-#define IN(s) {s, sizeof(s) - 1}
+#define IN(s) \
+  { s, sizeof(s) - 1 }
 
 static const input_t small_inputs[] = {
-  IN(""), IN("\n"), IN("\n\n"), IN("a"), IN("a\n"), IN("a\nb"), IN("\r"), IN("\r\n"), IN("\r\r\n"),
-  IN("\n\r"), IN("a\r\nb\r\n"), IN("a\rb\n"), IN("line1\r\nline2\nline3"), IN("\n\r\n\r\r\n\n\r"),
-  IN("\xc3\xa9t\xc3\xa9\n\xc3\xbc\r\n\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\n\xe2\x82\xac"),
-  IN("a,b,"), IN(",,"), IN(",a,,b"), IN("aaab"), IN("aab"), IN("aaaab aab aaab aa"),
-  IN("ababab"), IN("abababab,abab"), IN("xabababx\r\n"), IN("\r\n\r\n"), IN("aaaaaaa"),
-  IN("a\r\n\r\nb\r\n\r\r\n\r\n\r\nc"), IN("\0\xff\0\xff\xff\0\0\xff"), IN("abcd\nabcdefgh\nab"),
-  IN("abcd\r\nabcde\r\nabc\r"), IN("ab,abcd,abcde"),
-  IN("2026-11-27 INFO a\r\n\r\nlone\rcr\n,aab,abab\r\n\xc3\xa9\xe2\x82\xac\n\nend no break"),
-  IN("aabaabaaab,,\r\n\n\rabababab\r\n\r\n\0\xff\0,\xe6\x97\xa5\n\n\r\r\n\r\nxyz,,\n\nq\r"),
+    IN(""),
+    IN("\n"),
+    IN("\n\n"),
+    IN("a"),
+    IN("a\n"),
+    IN("a\nb"),
+    IN("\r"),
+    IN("\r\n"),
+    IN("\r\r\n"),
+    IN("\n\r"),
+    IN("a\r\nb\r\n"),
+    IN("a\rb\n"),
+    IN("line1\r\nline2\nline3"),
+    IN("\n\r\n\r\r\n\n\r"),
+    IN("\xc3\xa9t\xc3\xa9\n\xc3\xbc\r\n\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\n\xe2\x82\xac"),
+    IN("a,b,"),
+    IN(",,"),
+    IN(",a,,b"),
+    IN("aaab"),
+    IN("aab"),
+    IN("aaaab aab aaab aa"),
+    IN("ababab"),
+    IN("abababab,abab"),
+    IN("xabababx\r\n"),
+    IN("\r\n\r\n"),
+    IN("aaaaaaa"),
+    IN("a\r\n\r\nb\r\n\r\r\n\r\n\r\nc"),
+    IN("\0\xff\0\xff\xff\0\0\xff"),
+    IN("abcd\nabcdefgh\nab"),
+    IN("abcd\r\nabcde\r\nabc\r"),
+    IN("ab,abcd,abcde"),
+    IN("2026-11-27 INFO a\r\n\r\nlone\rcr\n,aab,abab\r\n\xc3\xa9\xe2\x82\xac\n\nend no break"),
+    IN("aabaabaaab,,\r\n\n\rabababab\r\n\r\n\0\xff\0,\xe6\x97\xa5\n\n\r\r\n\r\nxyz,,\n\nq\r"),
+    IN("x [a] [[ [ b [\n[ ["),
+    IN("a,,a,aa,,ba,a"),
+    IN("ab\r\nab\rab\nab\r\n\r\nb\r\n"),
 };
 
 static const split_mode small_modes[] = {
-  {NULL, 0, 0, "lines"},
-  {NULL, 0, 3, "lines max 3"},
-  {NULL, 0, 1, "lines max 1"},
-  {SEP(","), 0, ","},
-  {SEP(","), 2, ", max 2"},
-  {SEP("\n"), 0, "sep \\n"},
-  {SEP("\r\n"), 0, "\\r\\n"},
-  {SEP("aab"), 0, "aab"},
-  {SEP("aaa"), 0, "aaa"},
-  {SEP("abab"), 0, "abab"},
-  {SEP("abab"), 2, "abab max 2"},
-  {SEP("\r\n\r\n"), 0, "\\r\\n\\r\\n"},
-  {SEP("\0\xff"), 0, "\\0\\xff"},
+    {NULL, 0, 0, "lines"},
+    {NULL, 0, 3, "lines max 3"},
+    {NULL, 0, 1, "lines max 1"},
+    {SEP(","), 0, ","},
+    {SEP(","), 2, ", max 2"},
+    {SEP("\n"), 0, "sep \\n"},
+    {SEP("\r\n"), 0, "\\r\\n"},
+    {SEP("aab"), 0, "aab"},
+    {SEP("aaa"), 0, "aaa"},
+    {SEP("abab"), 0, "abab"},
+    {SEP("abab"), 2, "abab max 2"},
+    {SEP("\r\n\r\n"), 0, "\\r\\n\\r\\n"},
+    {SEP("\0\xff"), 0, "\\0\\xff"},
+    {SEP(" ["), 0, "' [' (memchr for its 2nd byte)"},
+    {SEP("a,"), 0, "a, (memchr for its 2nd byte)"},
+    {SEP("ab\r\n"), 1, "ab\\r\\n max 1 (memchr for its 3rd byte)"},
 };
 
 static void test_exhaustive_3_pieces(void) {
@@ -248,8 +275,7 @@ static void test_one_byte_pieces(void) {
     const input_t *inp = &small_inputs[t];
     rill_view_t whole;
     CHECK(rill_view_from(&whole, inp->p, inp->n) == 0);
-    for (i = 0; i <= inp->n; i++)
-      cuts[i] = i;
+    for (i = 0; i <= inp->n; i++) cuts[i] = i;
     for (md = 0; md < sizeof small_modes / sizeof *small_modes; md++) {
       const split_mode *mode = &small_modes[md];
       int err;
@@ -266,6 +292,50 @@ static void test_one_byte_pieces(void) {
       run_raw(rill_view_data(&whole), cuts, m, mode, ref, nref, err);
     }
     rill_view_release(&whole);
+  }
+  cur.cuts = NULL;
+}
+
+/* Inputs where the byte memchr looks for is everywhere but the separator is not: the search
+ * leaves memchr for memmem at some point, for each N at a different distance from the match. */
+static void test_search_fallback(void) {
+  static const split_mode modes[] = {
+      {SEP("aab"), 0, "aab"}, {SEP("aaab"), 0, "aaab"}, {SEP("abab"), 0, "abab"},
+      {SEP(" ["), 0, "' ['"}, {SEP("[ "), 0, "'[ '"},   {SEP("a\r\n"), 0, "a\\r\\n"},
+  };
+  static const char *const fills[] = {"a", "a", "ab", "[", " ", "\r"};
+  size_t md, nn, i, n;
+  unsigned char in[1300];
+  ref_rec_t ref[1300];
+  for (md = 0; md < sizeof modes / sizeof *modes; md++) {
+    for (nn = 0; nn < 600; nn++) {
+      rill_view_t whole;
+      size_t fl = strlen(fills[md]), cuts[3];
+      int err;
+      for (n = 0, i = 0; i < nn; i++) in[n++] = (unsigned char)fills[md][i % fl];
+      memcpy(in + n, modes[md].sep, modes[md].k); /* the separator ends the input... */
+      n += modes[md].k;
+      for (i = 0; i < nn; i++) /* ...or comes before more of the same */
+        in[n++] = (unsigned char)fills[md][i % fl];
+      size_t nref =
+          ref_split(in, n, (const unsigned char *)modes[md].sep, modes[md].k, 0, ref, &err);
+      CHECK(nref >= 1 && ref[0].terminated);
+      CHECK(rill_view_from(&whole, in, n) == 0);
+      cur.what = "search fallback";
+      cur.mode = &modes[md];
+      cur.input = (long long)nn;
+      cuts[0] = 0;
+      cuts[1] = nn + modes[md].k;
+      cuts[2] = n;
+      cur.cuts = cuts;
+      cur.m = 2;
+      run_views(&whole, cuts, 2, &modes[md], ref, nref, err);
+      run_raw(in, cuts, 2, &modes[md], ref, nref, err);
+      cuts[1] = n;
+      cur.m = 1;
+      run_views(&whole, cuts, 1, &modes[md], ref, nref, err);
+      rill_view_release(&whole);
+    }
   }
   cur.cuts = NULL;
 }
@@ -287,26 +357,54 @@ static size_t rng_in(size_t lo, size_t hi) { /* uniform-ish in [lo, hi] */
 #define LONG_SEP "--rill-boundary-7f--" /* 20 bytes: kept outside the inline buffer */
 
 static const split_mode random_modes[] = {
-  {NULL, 0, 0, "lines"},
-  {NULL, 0, BIG_LINE, "lines max 1 MiB"},
-  {NULL, 0, BIG_LINE - 1, "lines max 1 MiB - 1"},
-  {NULL, 0, 40, "lines max 40"},
-  {SEP(","), 0, ","},
-  {SEP("\r\n"), 0, "\\r\\n"},
-  {SEP("aab"), 0, "aab"},
-  {SEP("abab"), 0, "abab"},
-  {SEP("\r\n\r\n"), 0, "\\r\\n\\r\\n"},
-  {SEP(LONG_SEP), 0, "20-byte sep"},
+    {NULL, 0, 0, "lines"},
+    {NULL, 0, BIG_LINE, "lines max 1 MiB"},
+    {NULL, 0, BIG_LINE - 1, "lines max 1 MiB - 1"},
+    {NULL, 0, 40, "lines max 40"},
+    {SEP(","), 0, ","},
+    {SEP("\r\n"), 0, "\\r\\n"},
+    {SEP("aab"), 0, "aab"},
+    {SEP("abab"), 0, "abab"},
+    {SEP("\r\n\r\n"), 0, "\\r\\n\\r\\n"},
+    {SEP(LONG_SEP), 0, "20-byte sep"},
+    {SEP(" ["), 0, "' ['"},
+    {SEP("INFO\n"), 0, "INFO\\n"},
 };
 
 /* A few KiB of everything that matters, then a 1 MiB line, then more, without a final break. */
 static unsigned char *make_corpus(size_t *n, size_t *big_start) {
   static const char *const vocab[] = {
-    "\n", "\n", "\r\n", "\r", "\n\n", "\r\n\r\n", ",", ",,", "aab", "aaab", "aa", "abab", "ababab",
-    "aba", "\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "word ",
-    "INFO ", "x", "--rill-", LONG_SEP, "--rill-boundary-7f-", "\0", "\xff",
+      "\n",
+      "\n",
+      "\r\n",
+      "\r",
+      "\n\n",
+      "\r\n\r\n",
+      ",",
+      ",,",
+      "aab",
+      "aaab",
+      "aa",
+      "abab",
+      "ababab",
+      "aba",
+      "\xc3\xa9",
+      "\xe6\x97\xa5\xe6\x9c\xac",
+      "\xe2\x82\xac",
+      "\xf0\x9f\x98\x80",
+      "word ",
+      "INFO ",
+      "INFO\n",
+      " [",
+      "[",
+      "x",
+      "--rill-",
+      LONG_SEP,
+      "--rill-boundary-7f-",
+      "\0",
+      "\xff",
   };
-  size_t cap = 2 * 6000 + BIG_LINE + 64, len = 0, part, i;
+  size_t cap = 2 * 6000 + BIG_LINE + 6100, len = 0, part, i;
   unsigned char *p = malloc(cap);
   CHECK(p != NULL);
   rng_state = 0x9e3779b97f4a7c15ULL; /* the corpus is the same for every run */
@@ -321,13 +419,21 @@ static unsigned char *make_corpus(size_t *n, size_t *big_start) {
       p[len++] = '\n';
       *big_start = len;
       for (i = 0; i < BIG_LINE; i++) /* no separator of any mode inside */
-        p[len + i] = (i % 1000 == 999) ? '\r' : (unsigned char)("0123456789abcdefghijklmnopqrstuvwxyz"[i % 36]);
+        p[len + i] = (i % 1000 == 999)
+                         ? '\r'
+                         : (unsigned char)("0123456789abcdefghijklmnopqrstuvwxyz"[i % 36]);
       len += BIG_LINE;
       p[len++] = '\n';
     }
   }
-  memcpy(p + len, "the end, no break", 17);
-  len += 17;
+  /* Runs where the byte memchr looks for is everywhere but the separator is rare: the search
+   * must give up on memchr and still find the right place. */
+  for (i = 0; i < 3000; i++) p[len++] = 'a';
+  memcpy(p + len, "ab\n", 3);
+  len += 3;
+  for (i = 0; i < 3000; i++) p[len++] = "aba"[i % 3];
+  memcpy(p + len, "abab\nthe end, no break", 22);
+  len += 22;
   CHECK(len <= cap);
   *n = len;
   return p;
@@ -343,8 +449,7 @@ static void test_random_chunkings(void) {
   size_t *cuts = malloc((2 * n + 2) * sizeof *cuts);
   unsigned long long seed0 = 0x5eed0000ULL;
   const char *env = getenv("RILL_SPLIT_RUNS");
-  if (env)
-    runs = (size_t)strtoull(env, NULL, 10);
+  if (env) runs = (size_t)strtoull(env, NULL, 10);
   if ((env = getenv("RILL_SPLIT_SEED")) != NULL) /* replays one failing run */
     seed0 = strtoull(env, NULL, 0);
   CHECK(cuts != NULL);
@@ -371,8 +476,7 @@ static void test_random_chunkings(void) {
     while (pos < n) {
       int big = pos >= big_start && pos < big_start + BIG_LINE;
       size_t len = rng_in(1, big ? 140000 : small_max);
-      if (rng() % 64 == 0 && m < n)
-        len = 0; /* empty chunks too */
+      if (rng() % 64 == 0 && m < n) len = 0; /* empty chunks too */
       pos = pos + len > n ? n : pos + len;
       cuts[m++] = pos;
     }
@@ -384,14 +488,12 @@ static void test_random_chunkings(void) {
     cur.cuts = cuts;
     cur.m = m;
     run_views(&whole, cuts, m, &random_modes[md], refs[md], nrefs[md], errs[md]);
-    if (r % 4 == 0)
-      run_raw(corpus, cuts, m, &random_modes[md], refs[md], nrefs[md], errs[md]);
+    if (r % 4 == 0) run_raw(corpus, cuts, m, &random_modes[md], refs[md], nrefs[md], errs[md]);
   }
   cur.cuts = NULL;
   cur.seed = 0;
   fprintf(stderr, "   %zu runs over %zu bytes (seeds %#llx..)\n", runs, n, seed0);
-  for (md = 0; md < nmodes; md++)
-    free(refs[md]);
+  for (md = 0; md < nmodes; md++) free(refs[md]);
   free(cuts);
   free(corpus);
   rill_view_release(&whole);
@@ -412,8 +514,7 @@ static int split_str(const char *sep, size_t max_len, const char *const *pieces,
     rc = rill_split_feed(&s, &v, collect_cb, &c);
     rill_view_release(&v);
   }
-  if (rc == 0)
-    rc = rill_split_end(&s, collect_cb, &c);
+  if (rc == 0) rc = rill_split_end(&s, collect_cb, &c);
   *out = 0;
   for (i = 0; i < c.n; i++) {
     strcat(out, "[");
@@ -531,8 +632,7 @@ static void test_max_len(void) {
   CHECK(rill_view_alloc(&v, 4096) == 0);
   memset(rill_view_data(&v), 'z', 4096);
   CHECK_INT(rill_split_init(&s, NULL, 0, 10000), 0);
-  for (i = 0; i < 256 && rc == 0; i++)
-    rc = rill_split_feed(&s, &v, collect_cb, &c);
+  for (i = 0; i < 256 && rc == 0; i++) rc = rill_split_feed(&s, &v, collect_cb, &c);
   CHECK_INT(rc, RILL_ELINE_TOO_LONG);
   CHECK_INT(i, 3); /* failed on the third 4 KiB chunk */
   CHECK(s.carry == NULL);
@@ -584,8 +684,7 @@ static void linear_case(const char *sep, size_t k, const char *fill, size_t fill
   unsigned char *d;
   CHECK(rill_view_alloc(&whole, total + (sep ? k : 1)) == 0);
   d = rill_view_data(&whole);
-  for (off = 0; off < total; off++)
-    d[off] = (unsigned char)fill[off % fill_len];
+  for (off = 0; off < total; off++) d[off] = (unsigned char)fill[off % fill_len];
   memcpy(d + total, sep ? sep : "\n", sep ? k : 1);
   CHECK_INT(rill_split_init(&s, sep, k, 0), 0);
   for (off = 0; off < whole.len; off += piece, npieces++) {
@@ -599,7 +698,8 @@ static void linear_case(const char *sep, size_t k, const char *fill, size_t fill
   CHECK(memcmp(rill_view_data(&c.v[0]), d, total) == 0);
   /* every byte once, plus at most 2(k-1) seam bytes per chunk: a rescan of the carry would
    * count about total * npieces / 2 */
-  fprintf(stderr, "   sep %zu bytes: scanned %zu of %zu bytes\n", sep ? k : 1, s.scanned, whole.len);
+  fprintf(stderr, "   sep %zu bytes: scanned %zu of %zu bytes\n", sep ? k : 1, s.scanned,
+          whole.len);
   CHECK(s.scanned <= whole.len + npieces * 2 * (k ? k - 1 : 0));
   CHECK(s.scanned >= whole.len);
   /* geometric growth: the carry was never more than 1.5x what it had to hold */
@@ -618,6 +718,13 @@ static void test_linear_time(void) {
 /* Raw interface: pointers into the chunk or into the carry, resumable at any record. */
 static void test_raw(void) {
   rill_split_t s;
+  /* memchr looks for the rarest byte of a separator: a speed choice only */
+  CHECK_INT(rill_split_init(&s, " [", 2, 0), 0);
+  CHECK_INT(s.rare, 1);
+  rill_split_free(&s);
+  CHECK_INT(rill_split_init(&s, "\r\n", 2, 0), 0);
+  CHECK_INT(s.rare, 0);
+  rill_split_free(&s);
   rill_split_rec_t rec;
   size_t pos = 0;
   const char *a = "one\r\ntw", *b = "o\r", *c = "\nthree";
@@ -644,6 +751,11 @@ static void test_raw(void) {
   CHECK_INT(rill_split_next(&s, "x\n", 2, &pos, &rec), 1);
   CHECK(rec.len == 1 && rec.p[0] == 'x');
   rill_split_free(&s);
+}
+
+static int stop_positive_cb(void *arg, rill_view_t *rec) {
+  rill_view_release(rec);
+  return 1;
 }
 
 static int stop_cb(void *arg, rill_view_t *rec) {
@@ -689,8 +801,22 @@ static void test_errors(void) {
   CHECK_INT(rill_split_end(&s, stop_cb, &calls), RILL_ECALLBACK);
   CHECK_INT(calls, 2);
   rill_split_free(&s);
-  rill_split_free(&s); /* idempotent */
+  rill_split_free(&s);                                           /* idempotent */
   CHECK_INT(rill_split_feed(&s, &v, collect_cb, &c), UV_EINVAL); /* freed: refuses work */
+  CHECK_INT(rill_split_end(&s, collect_cb, &c), UV_EINVAL);
+  memset(&s, 0, sizeof s); /* never initialised */
+  CHECK_INT(rill_split_feed(&s, &v, collect_cb, &c), UV_EINVAL);
+  CHECK_INT(rill_split_finish(&s, &rec), UV_EINVAL);
+  CHECK_INT(c.n, 0);
+
+  /* a positive stop value must not read as "1 = a record" on the raw interface afterwards */
+  calls = 0;
+  CHECK_INT(rill_split_init(&s, NULL, 0, 0), 0);
+  CHECK_INT(rill_split_feed(&s, &v, stop_positive_cb, &calls), RILL_ECALLBACK);
+  pos = 0;
+  CHECK_INT(rill_split_next(&s, "a\n", 2, &pos, &rec), RILL_ECALLBACK);
+  rill_split_free(&s);
+  calls = 0;
 
   /* the last record's callback can stop too */
   calls = 1;
@@ -706,7 +832,7 @@ static void test_errors(void) {
   memset(longsep, '#', sizeof longsep);
   rill__split_nomem = 1;
   CHECK_INT(rill_split_init(&s, longsep, sizeof longsep, 0), UV_ENOMEM);
-  rill_split_free(&s);
+  CHECK_INT(rill_split_feed(&s, &v, collect_cb, &c), UV_EINVAL); /* untouched: still freed */
   CHECK_INT(rill_split_init(&s, longsep, sizeof longsep, 0), 0);
   rill__split_nomem = 1;
   CHECK_INT(rill_split_feed(&s, &v, collect_cb, &c), UV_ENOMEM);
@@ -785,6 +911,7 @@ int main(void) {
   RUN(test_linear_time);
   RUN(test_exhaustive_3_pieces);
   RUN(test_one_byte_pieces);
+  RUN(test_search_fallback);
   RUN(test_random_chunkings);
   rill_slab_pool_trim();
   return 0;
