@@ -14,15 +14,21 @@ struct rill_engine_s {
   rill_ctx_t *ctx;
   char *errmsg;
   rill_options opts; /* a copy; deny_modules points into owned storage */
-  /* Memory: bytes of Lua heap, mirrored from the allocator's osize/nsize (Lua's own count). */
+  /* Memory: bytes of Lua heap, mirrored from the allocator's osize/nsize (Lua's own count). Past
+   * the cap an allocation fails (Lua raises "not enough memory" where the script runs); then a
+   * grace above the cap lets error handling allocate; past the grace, small allocations still
+   * succeed (a failure in C code outside a protected call would abort the host) but the count
+   * hook stops any Lua code until usage is back under cap + grace. */
   size_t mem_used;
-  size_t mem_grace; /* headroom once the cap was hit, so that error handling can still allocate */
-  int mem_over;     /* the cap refused an allocation and usage has not come back below it */
-  int mem_hit;      /* the cap refused an allocation since the last error was reported */
+  size_t mem_grace;
+  int mem_over;      /* the cap refused an allocation and usage has not come back below it */
+  int mem_overdrawn; /* usage is past cap + grace */
+  int mem_hit;       /* the cap refused an allocation since the last error was reported */
+  void *refused_ptr; /* the last refused request: Lua retries it once after an emergency GC, */
+  size_t refused_osize, refused_nsize; /* and the retry must meet the strict cap */
   /* Instructions: counted by a count hook, reset at every turn of the loop. */
   unsigned long steps;
   int period; /* the count hook's period: the cap's granularity */
-  int steps_hit;
   rill_handle_t prep_h, check_h;
   uv_prepare_t prep;
   uv_check_t check;
@@ -47,26 +53,48 @@ static void set_errmsg(rill_engine *e, const char *msg) {
 
 /* ---- the memory cap: a lua_Alloc that counts ---- */
 
+/* Small enough to allow past cap + grace: Lua's error handling (messages, tracebacks) fits. */
+#define MEM_SMALL (16 * 1024)
+
+static void *refuse(rill_engine *e, void *ptr, size_t osize, size_t nsize) {
+  e->refused_ptr = ptr;
+  e->refused_osize = osize;
+  e->refused_nsize = nsize;
+  e->mem_over = e->mem_hit = 1;
+  return NULL; /* Lua collects and retries once, then raises "not enough memory" */
+}
+
+static void mem_update(rill_engine *e) {
+  size_t cap = e->opts.max_memory;
+  if (e->mem_over && e->mem_used < cap) e->mem_over = 0;
+  if (e->mem_overdrawn && e->mem_used <= cap + e->mem_grace) e->mem_overdrawn = 0;
+}
+
 static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   rill_engine *e = ud;
   size_t old = ptr ? osize : 0; /* without ptr, osize is the kind of object, not a size */
   if (nsize == 0) {
     free(ptr);
     e->mem_used -= old;
+    if (e->mem_overdrawn || e->mem_over) mem_update(e);
     return NULL;
   }
   size_t cap = e->opts.max_memory;
   if (cap && nsize > old) {
-    size_t wall = e->mem_over ? cap + e->mem_grace : cap;
-    if (e->mem_used - old + nsize > wall) {
-      e->mem_over = e->mem_hit = 1;
-      return NULL; /* Lua collects and retries once, then raises "not enough memory" */
+    size_t want = e->mem_used - old + nsize;
+    int retry = ptr == e->refused_ptr && osize == e->refused_osize && nsize == e->refused_nsize;
+    e->refused_ptr = NULL;
+    e->refused_osize = e->refused_nsize = 0;
+    if (want > cap && (!e->mem_over || retry)) return refuse(e, ptr, osize, nsize);
+    if (want > cap + e->mem_grace) {
+      if (nsize - old > MEM_SMALL) return refuse(e, ptr, osize, nsize);
+      e->mem_overdrawn = 1;
     }
   }
   void *p = realloc(ptr, nsize);
   if (p == NULL) return NULL;
   e->mem_used = e->mem_used - old + nsize;
-  if (e->mem_over && e->mem_used < cap) e->mem_over = 0;
+  if (e->mem_overdrawn || e->mem_over) mem_update(e);
   return p;
 }
 
@@ -76,22 +104,28 @@ static rill_engine *engine_of(lua_State *L) {
   return *(rill_engine **)lua_getextraspace(L);
 }
 
+/* Runs every e->period instructions of each thread (period 1 while a cap is being enforced, so
+ * that a pcall around the offending code cannot swallow the error: every further instruction
+ * fails too, until the loop turns or memory is freed). */
 static void count_hook(lua_State *L, lua_Debug *ar) {
   rill_engine *e = engine_of(L);
   int period = lua_gethookcount(L);
   e->steps += (unsigned long)period;
-  if (e->steps <= e->opts.max_instructions) {
-    if (period != e->period) lua_sethook(L, count_hook, LUA_MASKCOUNT, e->period);
-    return;
+  if (e->mem_overdrawn) lua_gc(L, LUA_GCCOLLECT); /* garbage of a failed script may be enough */
+  if (e->mem_overdrawn) {
+    if (period != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    e->mem_hit = 0; /* this message says it itself */
+    luaL_error(L, "memory cap reached: the engine may hold %I bytes (rill_options.max_memory)",
+               (lua_Integer)e->opts.max_memory);
   }
-  /* Until the loop turns, every further instruction fails as well: a pcall around the loop
-   * cannot swallow the cap. */
-  e->steps_hit = 1;
-  if (period != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
-  luaL_error(L,
-             "instruction cap reached: more than %lu Lua instructions without returning to the "
-             "loop (rill_options.max_instructions)",
-             e->opts.max_instructions);
+  if (e->opts.max_instructions && e->steps > e->opts.max_instructions) {
+    if (period != 1) lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L,
+               "instruction cap reached: more than %I Lua instructions without returning to "
+               "the loop (rill_options.max_instructions)",
+               (lua_Integer)e->opts.max_instructions);
+  }
+  if (period != e->period) lua_sethook(L, count_hook, LUA_MASKCOUNT, e->period);
 }
 
 static void prep_cb(uv_prepare_t *h) {
@@ -127,7 +161,7 @@ static int open_all(lua_State *L) {
   rill_ctx_t *ctx = rill__ctx_open(L, uv);
   luaL_requiref(L, "rill", rill__open_core, 1);
   lua_pop(L, 1);
-  if (o->deny || o->deny_modules || o->max_instructions) {
+  if (o->deny || o->deny_modules || o->max_instructions || o->max_memory) {
     ctx->sandbox = o;
     rill__sandbox_open(L, o);
   }
@@ -178,8 +212,10 @@ RILL_API rill_engine *rill_new_ex(uv_loop_t *loop, const rill_options *opts) {
   if (e->opts.max_memory && e->mem_used > e->opts.max_memory) goto fail;
   /* Every thread copies the main thread's extra space: the hook finds the engine there. */
   *(rill_engine **)lua_getextraspace(e->L) = e;
-  if (e->opts.max_instructions) {
-    unsigned long p = e->opts.max_instructions / 16;
+  if (e->opts.max_instructions || e->opts.max_memory) {
+    /* A count hook every period instructions: the cap's granularity, and its cost (a C call
+     * per 1000 instructions at most). */
+    unsigned long p = e->opts.max_instructions ? e->opts.max_instructions / 16 : 1000;
     e->period = p < 1 ? 1 : p > 1000 ? 1000 : (int)p;
     lua_sethook(e->L, count_hook, LUA_MASKCOUNT, e->period);
   }

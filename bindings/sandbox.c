@@ -320,8 +320,8 @@ void rill__sandbox_open(lua_State *L, const rill_options *o) {
   }
   if (deny & RILL_DENY_DEBUG) {
     deny_library(L, "debug");
-  } else if (o->max_instructions) {
-    /* The instruction cap is a count hook: a script must not be able to remove it. */
+  } else if (o->max_instructions || o->max_memory) {
+    /* The caps rely on a count hook: a script must not be able to remove it. */
     lua_getglobal(L, "debug");
     if (lua_istable(L, -1)) deny_field(L, "debug", "sethook");
     lua_pop(L, 1);
