@@ -33,8 +33,12 @@
    : (c) >= 'A' && (c) <= 'F' ? (c) - 'A' + 10 \
                               : BAD)
 
-static const uint8_t rev_std[256] = {T256(B64_STD)};
-static const uint8_t rev_url[256] = {T256(B64_URL)};
+/* The casts tell clang that the unused arms of the conditionals (which may exceed 255 for high
+ * character codes) are fine. */
+#define U8_STD(c) ((uint8_t)B64_STD(c))
+#define U8_URL(c) ((uint8_t)B64_URL(c))
+static const uint8_t rev_std[256] = {T256(U8_STD)};
+static const uint8_t rev_url[256] = {T256(U8_URL)};
 /* Hex digit values, the high one pre-shifted; a non-digit sets bit 8, which no digit touches. */
 #define HEX_HI(c) (HEX_VAL(c) == BAD ? 0x100 : HEX_VAL(c) << 4)
 #define HEX_LO(c) (HEX_VAL(c) == BAD ? 0x100 : HEX_VAL(c))
