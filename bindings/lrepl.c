@@ -25,26 +25,27 @@
 enum { S_IDLE, S_READING, S_RUNNING };
 
 typedef struct repl_s {
-  rill_handle_t hpoll, hasync, hprep, hwinch;
-  uv_poll_t poll;     /* stdin is readable (absent when stdin is a regular file) */
-  uv_async_t async;   /* the SIGINT handler wakes the loop; referenced: keeps the REPL alive */
-  uv_prepare_t prep;  /* redraws the prompt before the loop blocks, after output hid it */
-  uv_signal_t winch;  /* terminal resized */
-  int nopen;          /* tracked handles whose close callback has not run yet */
-  int detached;       /* terminal restored, SIGINT given back: teardown started */
-  lua_State *L;       /* the main thread: callbacks run there */
+  rill_handle_t hpoll, hasync, hprep, hwinch, hcont;
+  uv_poll_t poll;    /* stdin is readable (absent when stdin is a regular file) */
+  uv_async_t async;  /* the SIGINT handler wakes the loop; referenced: keeps the REPL alive */
+  uv_prepare_t prep; /* redraws the prompt before the loop blocks, after output hid it */
+  uv_signal_t winch; /* terminal resized */
+  uv_signal_t cont;  /* resumed after Ctrl-Z: the shell has reset the terminal's modes */
+  int nopen;         /* tracked handles whose close callback has not run yet */
+  int detached;      /* terminal restored, SIGINT given back: teardown started */
+  lua_State *L;      /* the main thread: callbacks run there */
   rill_ctx_t *ctx;
-  int tty;            /* line editing through libedit; otherwise plain line reading */
+  int tty; /* line editing through libedit; otherwise plain line reading */
   int pollable, polling;
-  int state;          /* S_IDLE, S_READING, S_RUNNING */
-  int installed;      /* libedit's handler is installed: raw mode, prompt on screen */
-  int hidden;         /* the prompt was erased for output; redraw before blocking */
-  int at_bol;         /* our last output ended a line */
-  int stdin_flags;    /* fd 0's file status flags before uv_poll_init made it non-blocking */
+  volatile sig_atomic_t state; /* S_IDLE, S_READING, S_RUNNING (read by the SIGINT handler) */
+  int installed;               /* libedit's handler is installed: raw mode, prompt on screen */
+  int hidden;                  /* the prompt was erased for output; redraw before blocking */
+  int at_bol;                  /* our last output ended a line */
+  int stdin_flags; /* fd 0's file status flags before uv_poll_init made it non-blocking */
   char *prompt;
   char *histfile;
   int fn_line, fn_int, fn_complete, thread_ref;
-  lua_State *volatile thread;  /* the task evaluating input: Ctrl-C arms its hook */
+  lua_State *volatile thread;        /* the task evaluating input: Ctrl-C arms its hook */
   volatile sig_atomic_t int_pending; /* a SIGINT the loop has not handled yet */
   volatile sig_atomic_t int_state;   /* r->state when that SIGINT came */
   volatile sig_atomic_t hook_armed, hook_fired;
@@ -367,6 +368,26 @@ static void winch_cb(uv_signal_t *s, int signo) {
   if (r->installed) rl_resize_terminal();
 }
 
+/* After a stop and fg, the terminal is in the shell's modes: set ours up again, keeping the line
+ * being typed. */
+static void cont_cb(uv_signal_t *s, int signo) {
+  repl_t *r = RILL_CONTAINER_OF(s->data, repl_t, hcont);
+  (void)signo;
+  if (!r->installed) return;
+  char *typed = strdup(rl_line_buffer ? rl_line_buffer : "");
+  rl_callback_handler_remove();
+  fputs("\n", stdout);
+  rl_callback_handler_install(r->prompt, line_cb);
+  if (typed && typed[0]) {
+    rl_insert_text(typed);
+    fputs("\r", stdout); /* the redraw starts at the prompt's first column */
+    rl_forced_update_display();
+  }
+  fflush(stdout);
+  free(typed);
+  r->hidden = 0;
+}
+
 /* ---- completion ---- */
 
 static char *cand_next(const char *text, int state) {
@@ -396,7 +417,8 @@ static char **complete_cb(const char *text, int start, int end) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_complete);
   lua_pushstring(L, text);
   size_t len = rl_line_buffer ? strlen(rl_line_buffer) : 0;
-  lua_pushlstring(L, rl_line_buffer ? rl_line_buffer : "", end >= 0 && (size_t)end < len ? (size_t)end : len);
+  lua_pushlstring(L, rl_line_buffer ? rl_line_buffer : "",
+                  end >= 0 && (size_t)end < len ? (size_t)end : len);
   if (rill__pcall(L, 2, 1) != LUA_OK || !lua_istable(L, -1)) {
     lua_settop(L, top);
     return NULL;
@@ -460,13 +482,19 @@ static void prep_closed(rill_handle_t *h) {
 static void winch_closed(rill_handle_t *h) {
   handle_closed(RILL_CONTAINER_OF(h, repl_t, hwinch));
 }
+static void cont_closed(rill_handle_t *h) {
+  handle_closed(RILL_CONTAINER_OF(h, repl_t, hcont));
+}
 
 static void close_all(repl_t *r) {
   detach(r);
   if (r->pollable) rill_handle_close(&r->hpoll);
   rill_handle_close(&r->hasync);
   rill_handle_close(&r->hprep);
-  if (r->tty) rill_handle_close(&r->hwinch);
+  if (r->tty) {
+    rill_handle_close(&r->hwinch);
+    rill_handle_close(&r->hcont);
+  }
 }
 
 /* A process that ends without closing the engine (os.exit at the prompt) still gets its
@@ -564,6 +592,11 @@ static int l_open(lua_State *L) {
     r->nopen++;
     uv_signal_start(&r->winch, winch_cb, SIGWINCH);
     uv_unref((uv_handle_t *)&r->winch);
+    uv_signal_init(uv, &r->cont);
+    rill_handle_track(&ctx->loop, &r->hcont, (uv_handle_t *)&r->cont, cont_closed);
+    r->nopen++;
+    uv_signal_start(&r->cont, cont_cb, SIGCONT);
+    uv_unref((uv_handle_t *)&r->cont);
 
     /* libedit: no signal handlers of its own (the loop owns signals), no appended space after
      * a completion, and words that keep a.b.c and s:m together. */
@@ -709,9 +742,15 @@ static int l_columns(lua_State *L) {
 
 int rill__open_repl(lua_State *L) {
   static const luaL_Reg funcs[] = {
-      {"open", l_open},       {"read", l_read},         {"running", l_running},
-      {"write", l_write},     {"add_history", l_add_history}, {"close", l_close},
-      {"errstring", l_errstring}, {"is_exit", l_is_exit}, {"columns", l_columns},
+      {"open", l_open},
+      {"read", l_read},
+      {"running", l_running},
+      {"write", l_write},
+      {"add_history", l_add_history},
+      {"close", l_close},
+      {"errstring", l_errstring},
+      {"is_exit", l_is_exit},
+      {"columns", l_columns},
       {NULL, NULL},
   };
   luaL_newlib(L, funcs);

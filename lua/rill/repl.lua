@@ -50,6 +50,7 @@ local PREVIEW = 16
 local function buffer_repr(b)
   local ok, n = pcall(function() return #b end)
   if not ok or math.type(n) ~= "integer" then return tostring(b) end
+  if n == 0 then return "<rill.buffer 0 bytes>" end
   local k = math.min(n, PREVIEW)
   local bytes = ""
   if k > 0 then
@@ -66,19 +67,58 @@ end
 
 local inspect -- forward
 
--- A stream shows what tostring gives, plus the state its inspect (or state) method reports.
+local function field(v, k)
+  local ok, x = pcall(function() return v[k] end)
+  if ok then return x end
+  return nil
+end
+
+-- The state a stream shows through its read-only fields (bindings/lstream.c): mode, flowing or
+-- paused, bytes buffered, ended, finished, destroyed, the error. nil when it shows none.
+local function stream_fields(s, head)
+  local duplex = head:find("(duplex)", 1, true) ~= nil
+  local readable = duplex or head:find("(readable)", 1, true) ~= nil
+  local writable = duplex or head:find("(writable)", 1, true) ~= nil
+  local st = {}
+  local om = field(s, readable and "readable_object_mode" or "writable_object_mode")
+  if type(om) == "boolean" then st.mode = om and "object" or "bytes" end
+  if readable then
+    st.flowing = field(s, "readable_flowing")
+    st.buffered = field(s, "readable_length")
+    st.ended = field(s, "readable_ended")
+  end
+  if writable then
+    st[duplex and "write_buffered" or "buffered"] = field(s, "writable_length")
+    st[duplex and "write_ended" or "ended"] = field(s, "writable_ended")
+    st.finished = field(s, "writable_finished")
+  end
+  st.destroyed = field(s, "destroyed")
+  local err = field(s, "errored")
+  if err ~= nil then st.errored = tostring(err) end
+  if next(st) == nil then return nil end
+  return st
+end
+
+-- A stream shows what tostring gives, plus its state: what its inspect (or state) method
+-- reports if it has one, else its state fields.
 local function stream_repr(s, opts)
   local head = tostring(s)
+  local st
   for _, m in ipairs { "inspect", "state" } do
     local f = method(s, m)
     if f then
-      local ok, st = pcall(f, s)
-      if ok and type(st) == "table" then
-        return "<" .. head .. " " .. inspect(st, { depth = 1, width = opts.width }) .. ">"
-      elseif ok and type(st) == "string" then
-        return "<" .. head .. " " .. st .. ">"
+      local ok, x = pcall(f, s)
+      if ok and (type(x) == "table" or type(x) == "string") then
+        st = x
+        break
       end
     end
+  end
+  st = st or stream_fields(s, head)
+  if type(st) == "table" then
+    return "<" .. head .. " " .. inspect(st, { depth = 1, width = math.huge }) .. ">"
+  elseif type(st) == "string" then
+    return "<" .. head .. " " .. st .. ">"
   end
   return "<" .. head .. ">"
 end
