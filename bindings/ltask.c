@@ -57,7 +57,8 @@ static void resume(task_t *t, int nargs);
 
 static void wake_tick(void *arg) {
   task_t *t = arg;
-  if (t->state != T_WOKEN) return;
+  /* Once rill.exit (or an EPIPE on stdout) ends the process, no task runs any further. */
+  if (t->state != T_WOKEN || t->ctx->exiting) return;
   resume(t, lua_gettop(t->T));
 }
 

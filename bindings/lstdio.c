@@ -1,0 +1,108 @@
+/* bindings/lstdio.c: rill.stdio: rill.stdin, rill.stdout and rill.stderr as streams, created on
+ * first use, flushed at exit; EPIPE on stdout ends the process quietly with status 0. */
+#include <string.h>
+
+#include "lrill.h"
+#include "stdfd.h"
+#include "stream.h"
+
+#define STDIO_MT "rill.stdio_state"
+
+/* Per-interpreter: our own reference on each stream opened, so that they outlive their Lua
+ * userdata at exit and can be flushed then. */
+typedef struct {
+  rill_ctx_t *ctx;
+  rill_stream_t *s[3];
+  rill_listener_t epipe;   /* on stdout: EPIPE ends the process quietly */
+  rill_listener_t quiet;   /* on stderr: its errors are nobody's business */
+} stdio_state_t;
+
+static const char *const names[] = {"stdin", "stdout", "stderr", NULL};
+
+static void on_stdout_error(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
+  stdio_state_t *st = RILL_CONTAINER_OF(l, stdio_state_t, epipe);
+  if (ev->err && ev->err->code == UV_EPIPE && !st->ctx->exiting) {
+    /* The reader went away (`rill x.lua | head -1`): stop as rill.exit(0) would. */
+    st->ctx->exiting = 1;
+    st->ctx->exit_code = 0;
+    uv_stop(st->ctx->loop.uv);
+  }
+}
+
+static void ignore_error(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
+}
+
+/* __gc of the state (at lua_close, after the streams' own userdata): write what stdout and
+ * stderr still hold, blocking, then let them go. */
+static int state_gc(lua_State *L) {
+  stdio_state_t *st = lua_touserdata(L, 1);
+  for (int fd = 2; fd >= 0; fd--) {
+    rill_stream_t *s = st->s[fd];
+    if (s == NULL) continue;
+    st->s[fd] = NULL;
+    if (fd > 0) {
+      rill_stdio_flush(s);
+      rill_stream_unlisten(fd == 1 ? &st->epipe : &st->quiet);
+    }
+    rill_stream_set_hook(s, NULL, NULL);
+    rill_stream_unref(s);
+  }
+  rill_stdio_restore();
+  return 0;
+}
+
+/* stdio.<name>: the stream over fd 0, 1 or 2, made once. */
+static int l_index(lua_State *L) {
+  int fd = luaL_checkoption(L, 2, NULL, names);
+  stdio_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
+  rill_stream_t *s;
+  int r = rill_stdio_open(&st->ctx->loop, fd, &s);
+  if (r) return luaL_error(L, "rill.%s: %s", names[fd], rill_strerror(r));
+  rill_stream_ref(s);
+  st->s[fd] = s;
+  if (fd > 0) {
+    rill_listener_t *l = fd == 1 ? &st->epipe : &st->quiet;
+    l->mask = RILL_EVBIT(RILL_EV_ERROR);
+    l->cb = fd == 1 ? on_stdout_error : ignore_error;
+    rill_stream_listen(s, l);
+  }
+  rill__pushstream(L, s);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 1, names[fd]); /* cache: stdio[name] = stream */
+  return 1;
+}
+
+/* stdio.flush(): writes what stdout and stderr hold now, blocking. true, or nil, err. */
+static int l_flush(lua_State *L) {
+  stdio_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
+  for (int fd = 1; fd <= 2; fd++) {
+    if (st->s[fd] == NULL) continue;
+    int r = rill_stdio_flush(st->s[fd]);
+    if (r) return rill__fail(L, r, "write", NULL);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+int rill__open_stdio(lua_State *L) {
+  rill_ctx_t *ctx = rill__ctx(L);
+  rill__require_streams(L);
+  lua_newtable(L); /* the module */
+  stdio_state_t *st = lua_newuserdatauv(L, sizeof *st, 0);
+  memset(st, 0, sizeof *st);
+  st->ctx = ctx;
+  if (luaL_newmetatable(L, STDIO_MT)) {
+    lua_pushcfunction(L, state_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, l_flush, 1);
+  lua_setfield(L, -3, "flush");
+  lua_createtable(L, 0, 1);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, l_index, 1); /* the state is its upvalue: it lives as long as the module */
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  return 1;
+}

@@ -1,0 +1,54 @@
+/* core/stdfd.c: the process's fd 0, 1 and 2 as streams, whatever they are (tty, pipe, file). */
+#include "stdfd.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "file.h"
+#include "uvstream.h"
+
+static int stdin_flags = -1; /* fd 0's flags before libuv made it non-blocking */
+
+/* A sink over a closed descriptor: every write fails with EBADF. */
+static void badfd_write(rill_stream_t *s, const rill_chunk_t *c) {
+  rill_err_t *e = rill_err_new(UV_EBADF, "write", NULL, NULL);
+  rill_stream_write_done(s, e);
+  rill_err_unref(e);
+}
+
+static const rill_stream_impl_t badfd_impl = {.write = badfd_write};
+
+int rill_stdio_open(rill_loop_t *loop, int fd, rill_stream_t **out) {
+  if (loop == NULL || out == NULL || fd < 0 || fd > 2) return UV_EINVAL;
+  int open = fcntl(fd, F_GETFD) >= 0;
+  if (fd == 0) {
+    if (!open) {
+      rill_view_t empty = {NULL, 0, 0};
+      return rill_stream_new_source(loop, &empty, 0, out);
+    }
+    uv_handle_type t = uv_guess_handle(fd);
+    if (t == UV_TTY || t == UV_NAMED_PIPE || t == UV_TCP) {
+      if (stdin_flags < 0) stdin_flags = fcntl(fd, F_GETFL);
+      rill_uvs_t *u;
+      return rill_uvs_open_fd(loop, fd, RILL_STREAM_READABLE, &u, out);
+    }
+    return rill_file_reader_new_fd(loop, fd, 0, NULL, out);
+  }
+  if (!open) {
+    rill_stream_opts_t o = {RILL_STREAM_WRITABLE, RILL_HWM_DEFAULT, RILL_HWM_DEFAULT};
+    return rill_stream_new(loop, &badfd_impl, NULL, &o, out);
+  }
+  return rill_file_writer_new_fd(loop, fd, 0, NULL, out);
+}
+
+int rill_stdio_flush(rill_stream_t *s) {
+  return rill_file_writer_flush_sync(s);
+}
+
+void rill_stdio_restore(void) {
+  if (stdin_flags >= 0) {
+    (void)fcntl(0, F_SETFL, stdin_flags);
+    stdin_flags = -1;
+  }
+}
