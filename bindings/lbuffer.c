@@ -220,8 +220,8 @@ static int buf_tostring_mm(lua_State *L) {
 
 static int buf_eq(lua_State *L) {
   rill_view_t *a = rill__tobuffer(L, 1), *b = rill__tobuffer(L, 2);
-  lua_pushboolean(L, a && b && a->len == b->len &&
-                         memcmp(rill_view_data(a), rill_view_data(b), a->len) == 0);
+  lua_pushboolean(
+      L, a && b && a->len == b->len && memcmp(rill_view_data(a), rill_view_data(b), a->len) == 0);
   return 1;
 }
 
@@ -348,8 +348,19 @@ static int l_is(lua_State *L) {
 #define PK_MAXINTSIZE 16
 #define PK_SZINT ((int)sizeof(lua_Integer))
 
-typedef enum { K_INT, K_UINT, K_FLOAT, K_DOUBLE, K_NUMBER, K_CHAR, K_STRING, K_ZSTR,
-               K_PADDING, K_PADDALIGN, K_NOP } pk_kind;
+typedef enum {
+  K_INT,
+  K_UINT,
+  K_FLOAT,
+  K_DOUBLE,
+  K_NUMBER,
+  K_CHAR,
+  K_STRING,
+  K_ZSTR,
+  K_PADDING,
+  K_PADDALIGN,
+  K_NOP
+} pk_kind;
 
 typedef struct {
   lua_State *L;
@@ -404,34 +415,78 @@ static pk_kind pk_option(pk_state *h, const char **f, int *size) {
   int opt = *(*f)++;
   *size = 0;
   switch (opt) {
-    case 'b': *size = 1; return K_INT;
-    case 'B': *size = 1; return K_UINT;
-    case 'h': *size = (int)sizeof(short); return K_INT;
-    case 'H': *size = (int)sizeof(short); return K_UINT;
-    case 'l': *size = (int)sizeof(long); return K_INT;
-    case 'L': *size = (int)sizeof(long); return K_UINT;
-    case 'j': *size = PK_SZINT; return K_INT;
-    case 'J': *size = PK_SZINT; return K_UINT;
-    case 'T': *size = (int)sizeof(size_t); return K_UINT;
-    case 'f': *size = (int)sizeof(float); return K_FLOAT;
-    case 'n': *size = (int)sizeof(lua_Number); return K_NUMBER;
-    case 'd': *size = (int)sizeof(double); return K_DOUBLE;
-    case 'i': *size = pk_numlimit(h, f, (int)sizeof(int)); return K_INT;
-    case 'I': *size = pk_numlimit(h, f, (int)sizeof(int)); return K_UINT;
-    case 's': *size = pk_numlimit(h, f, (int)sizeof(size_t)); return K_STRING;
+    case 'b':
+      *size = 1;
+      return K_INT;
+    case 'B':
+      *size = 1;
+      return K_UINT;
+    case 'h':
+      *size = (int)sizeof(short);
+      return K_INT;
+    case 'H':
+      *size = (int)sizeof(short);
+      return K_UINT;
+    case 'l':
+      *size = (int)sizeof(long);
+      return K_INT;
+    case 'L':
+      *size = (int)sizeof(long);
+      return K_UINT;
+    case 'j':
+      *size = PK_SZINT;
+      return K_INT;
+    case 'J':
+      *size = PK_SZINT;
+      return K_UINT;
+    case 'T':
+      *size = (int)sizeof(size_t);
+      return K_UINT;
+    case 'f':
+      *size = (int)sizeof(float);
+      return K_FLOAT;
+    case 'n':
+      *size = (int)sizeof(lua_Number);
+      return K_NUMBER;
+    case 'd':
+      *size = (int)sizeof(double);
+      return K_DOUBLE;
+    case 'i':
+      *size = pk_numlimit(h, f, (int)sizeof(int));
+      return K_INT;
+    case 'I':
+      *size = pk_numlimit(h, f, (int)sizeof(int));
+      return K_UINT;
+    case 's':
+      *size = pk_numlimit(h, f, (int)sizeof(size_t));
+      return K_STRING;
     case 'c':
       *size = pk_num(f, -1);
       if (*size == -1) luaL_error(h->L, "missing size for format option 'c'");
       return K_CHAR;
-    case 'z': return K_ZSTR;
-    case 'x': *size = 1; return K_PADDING;
-    case 'X': return K_PADDALIGN;
-    case ' ': break;
-    case '<': h->little = 1; break;
-    case '>': h->little = 0; break;
-    case '=': h->little = native_little(); break;
-    case '!': h->maxalign = pk_numlimit(h, f, PK_NATIVE_ALIGN); break;
-    default: luaL_error(h->L, "invalid format option '%c'", opt);
+    case 'z':
+      return K_ZSTR;
+    case 'x':
+      *size = 1;
+      return K_PADDING;
+    case 'X':
+      return K_PADDALIGN;
+    case ' ':
+      break;
+    case '<':
+      h->little = 1;
+      break;
+    case '>':
+      h->little = 0;
+      break;
+    case '=':
+      h->little = native_little();
+      break;
+    case '!':
+      h->maxalign = pk_numlimit(h, f, PK_NATIVE_ALIGN);
+      break;
+    default:
+      luaL_error(h->L, "invalid format option '%c'", opt);
   }
   return K_NOP;
 }
@@ -520,8 +575,8 @@ static int l_pack(lua_State *L) {
           float f;
           double d;
           lua_Number n;
-          unsigned char c[sizeof(lua_Number) > sizeof(double) ? sizeof(lua_Number)
-                                                              : sizeof(double)];
+          unsigned char
+              c[sizeof(lua_Number) > sizeof(double) ? sizeof(lua_Number) : sizeof(double)];
         } u;
         if (k == K_FLOAT)
           u.f = (float)x;
@@ -630,12 +685,11 @@ static int buf_unpack(lua_State *L) {
           float f;
           double d;
           lua_Number n;
-          unsigned char c[sizeof(lua_Number) > sizeof(double) ? sizeof(lua_Number)
-                                                              : sizeof(double)];
+          unsigned char
+              c[sizeof(lua_Number) > sizeof(double) ? sizeof(lua_Number) : sizeof(double)];
         } u;
         pk_copyorder(u.c, data + pos, size, h.little);
-        lua_pushnumber(L, k == K_FLOAT ? (lua_Number)u.f : k == K_DOUBLE ? (lua_Number)u.d
-                                                                          : u.n);
+        lua_pushnumber(L, k == K_FLOAT ? (lua_Number)u.f : k == K_DOUBLE ? (lua_Number)u.d : u.n);
         break;
       }
       case K_CHAR:
@@ -780,9 +834,10 @@ static int buf_write(lua_State *L) {
   const char *s = rill__checkbytes(L, 2, &n);
   size_t i = checkpos(L, 3, luaL_optinteger(L, 3, 1), v->len, 1);
   if (n > v->len - (i - 1)) {
-    return luaL_argerror(L, 2,
-                         lua_pushfstring(L, "%I bytes do not fit at position %I of a %I-byte buffer",
-                                         (lua_Integer)n, (lua_Integer)i, (lua_Integer)v->len));
+    return luaL_argerror(
+        L, 2,
+        lua_pushfstring(L, "%I bytes do not fit at position %I of a %I-byte buffer", (lua_Integer)n,
+                        (lua_Integer)i, (lua_Integer)v->len));
   }
   if (n) memmove(rill_view_data(v) + i - 1, s, n); /* s may be a view of b itself */
   lua_pushinteger(L, (lua_Integer)n);
@@ -814,16 +869,21 @@ static int buf_compare(lua_State *L) {
 /* ---- registration ---- */
 
 static const luaL_Reg methods[] = {
-    {"sub", buf_sub},       {"copy", buf_copy},       {"tostring", buf_tostring},
-    {"find", buf_find},     {"byte", buf_byte},       {"fill", buf_fill},
-    {"write", buf_write},   {"equals", buf_equals},   {"compare", buf_compare},
+    {"sub", buf_sub},       {"copy", buf_copy},     {"tostring", buf_tostring},
+    {"find", buf_find},     {"byte", buf_byte},     {"fill", buf_fill},
+    {"write", buf_write},   {"equals", buf_equals}, {"compare", buf_compare},
     {"unpack", buf_unpack}, {NULL, NULL},
 };
 
 static const luaL_Reg metamethods[] = {
-    {"__gc", buf_release},  {"__close", buf_release},  {"__len", buf_len},
-    {"__newindex", buf_newindex}, {"__tostring", buf_tostring_mm}, {"__eq", buf_eq},
-    {"__concat", buf_concat}, {NULL, NULL},
+    {"__gc", buf_release},
+    {"__close", buf_release},
+    {"__len", buf_len},
+    {"__newindex", buf_newindex},
+    {"__tostring", buf_tostring_mm},
+    {"__eq", buf_eq},
+    {"__concat", buf_concat},
+    {NULL, NULL},
 };
 
 /* Pushes the buffer metatable, creating it on first use (rill__pushbuffer may run before any

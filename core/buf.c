@@ -18,10 +18,79 @@
 typedef struct {
   rill_slab_t *head; /* free slabs linked through their first data bytes */
   size_t count;
-  size_t mallocs;    /* slab allocations made by this thread, for the tests */
+  size_t mallocs; /* slab allocations made by this thread, for the tests */
 } slab_pool_t;
 
 static _Thread_local slab_pool_t pool;
+
+/* ---- accounts ---- */
+
+struct rill_slab_account_s {
+  atomic_size_t used;
+  atomic_size_t refs; /* the owner's, plus one per charged slab */
+  atomic_int refused;
+  size_t limit;
+  const atomic_size_t *also;
+};
+
+static _Thread_local rill_slab_account_t *current;
+
+rill_slab_account_t *rill_slab_account_new(size_t limit, const atomic_size_t *also) {
+  rill_slab_account_t *a = malloc(sizeof *a);
+  if (a == NULL) return NULL;
+  atomic_init(&a->used, 0);
+  atomic_init(&a->refs, 1);
+  atomic_init(&a->refused, 0);
+  a->limit = limit;
+  a->also = also;
+  return a;
+}
+
+static void account_unref(rill_slab_account_t *a) {
+  if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1) free(a);
+}
+
+void rill_slab_account_release(rill_slab_account_t *a) {
+  if (a == NULL) return;
+  if (current == a) current = NULL;
+  a->also = NULL;
+  a->limit = 1; /* nothing more fits */
+  account_unref(a);
+}
+
+size_t rill_slab_account_used(rill_slab_account_t *a) {
+  return atomic_load_explicit(&a->used, memory_order_relaxed);
+}
+
+int rill_slab_account_refused(rill_slab_account_t *a) {
+  return atomic_exchange_explicit(&a->refused, 0, memory_order_relaxed);
+}
+
+rill_slab_account_t *rill_slab_account_use(rill_slab_account_t *a) {
+  rill_slab_account_t *prev = current;
+  current = a;
+  return prev;
+}
+
+/* Charges n bytes to the current account, if any; 0, or -1 when it would pass the limit. */
+static int charge(rill_slab_account_t *a, size_t n) {
+  size_t old = atomic_fetch_add_explicit(&a->used, n, memory_order_relaxed);
+  size_t also = a->also ? atomic_load_explicit(a->also, memory_order_relaxed) : 0;
+  if (a->limit && (old + n > a->limit || old + n + also > a->limit)) {
+    atomic_fetch_sub_explicit(&a->used, n, memory_order_relaxed);
+    atomic_store_explicit(&a->refused, 1, memory_order_relaxed);
+    return -1;
+  }
+  atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+  return 0;
+}
+
+static void uncharge(rill_slab_t *s) {
+  rill_slab_account_t *a = s->acct;
+  s->acct = NULL;
+  atomic_fetch_sub_explicit(&a->used, s->cap, memory_order_relaxed);
+  account_unref(a);
+}
 
 static rill_slab_t *pool_next(rill_slab_t *s) {
   rill_slab_t *next;
@@ -56,14 +125,23 @@ static rill_slab_t *slab_malloc(size_t cap) {
 
 rill_slab_t *rill_slab_new(size_t cap) {
   rill_slab_t *s;
+  rill_slab_account_t *a = current;
+  if (a && charge(a, cap) != 0) return NULL;
   if (cap == RILL_SLAB_SIZE && pool.head != NULL) {
     s = pool.head;
     pool.head = pool_next(s);
     pool.count--;
   } else {
     s = slab_malloc(cap);
-    if (s == NULL) return NULL;
+    if (s == NULL) {
+      if (a) {
+        atomic_fetch_sub_explicit(&a->used, cap, memory_order_relaxed);
+        account_unref(a);
+      }
+      return NULL;
+    }
   }
+  s->acct = a;
   atomic_init(&s->refs, 1);
   s->used = 0;
   return s;
@@ -81,6 +159,7 @@ void rill_slab_unref(rill_slab_t *s) {
   if (old != 1) return;
   /* Every other thread's writes to the bytes happen before we reuse or free them. */
   atomic_thread_fence(memory_order_acquire);
+  if (s->acct) uncharge(s);
   if (s->cap == RILL_SLAB_SIZE && pool.count < RILL_SLAB_POOL_MAX) {
     memcpy(s->data, &pool.head, sizeof pool.head);
     pool.head = s;

@@ -20,15 +20,15 @@
 /* 255 marks a character outside the alphabet; "=" is outside too, so padding is only ever
  * accepted where the decoder looks for it explicitly. */
 #define BAD 255
-#define B64_COMMON(c)                     \
-  ((c) >= 'A' && (c) <= 'Z'   ? (c) - 'A' \
+#define B64_COMMON(c)                          \
+  ((c) >= 'A' && (c) <= 'Z'   ? (c) - 'A'      \
    : (c) >= 'a' && (c) <= 'z' ? (c) - 'a' + 26 \
    : (c) >= '0' && (c) <= '9' ? (c) - '0' + 52 \
                               : BAD)
 #define B64_STD(c) ((c) == '+' ? 62 : (c) == '/' ? 63 : B64_COMMON(c))
 #define B64_URL(c) ((c) == '-' ? 62 : (c) == '_' ? 63 : B64_COMMON(c))
-#define HEX_VAL(c)                       \
-  ((c) >= '0' && (c) <= '9'   ? (c) - '0' \
+#define HEX_VAL(c)                             \
+  ((c) >= '0' && (c) <= '9'   ? (c) - '0'      \
    : (c) >= 'a' && (c) <= 'f' ? (c) - 'a' + 10 \
    : (c) >= 'A' && (c) <= 'F' ? (c) - 'A' + 10 \
                               : BAD)
@@ -49,9 +49,8 @@ static const uint16_t hex_lo[256] = {T256(HEX_LO)};
  * memory order in the low 24 bits (byte 0 lowest): a group is 4 loads, 3 ORs and one store.
  * A character outside the alphabet sets the top byte, which no valid character touches. */
 #define DEC_BAD 0xFF000000u
-#define DEC_LE(v) ((((v) >> 16) & 0xFFu) | (((v) >> 8) & 0xFFu) << 8 | ((v) & 0xFFu) << 16)
-#define DEC_AT(V, c, shift) \
-  (V(c) == BAD ? DEC_BAD : (uint32_t)DEC_LE((uint32_t)V(c) << (shift)))
+#define DEC_LE(v) ((((v) >> 16) & 0xFFu) | (((v) >> 8) & 0xFFu) << 8 | ((v)&0xFFu) << 16)
+#define DEC_AT(V, c, shift) (V(c) == BAD ? DEC_BAD : (uint32_t)DEC_LE((uint32_t)V(c) << (shift)))
 #define DS0(c) DEC_AT(B64_STD, c, 18)
 #define DS1(c) DEC_AT(B64_STD, c, 12)
 #define DS2(c) DEC_AT(B64_STD, c, 6)
@@ -70,11 +69,16 @@ static const char alpha_url[65] =
 
 /* Encoding tables: the two characters for each 12-bit value, so a 3-byte group is two lookups
  * and two 2-byte copies (8 KiB per alphabet, which stays in L1). */
-#define B64_CHAR(x, c62, c63)                              \
-  ((x) < 26 ? 'A' + (x) : (x) < 52 ? 'a' + (x) - 26        \
-   : (x) < 62 ? '0' + (x) - 52 : (x) == 62 ? (c62) : (c63))
-#define PAIR_STD(i) {B64_CHAR((i) >> 6, '+', '/'), B64_CHAR((i) & 63, '+', '/')}
-#define PAIR_URL(i) {B64_CHAR((i) >> 6, '-', '_'), B64_CHAR((i) & 63, '-', '_')}
+#define B64_CHAR(x, c62, c63) \
+  ((x) < 26    ? 'A' + (x)    \
+   : (x) < 52  ? 'a' + (x)-26 \
+   : (x) < 62  ? '0' + (x)-52 \
+   : (x) == 62 ? (c62)        \
+               : (c63))
+#define PAIR_STD(i) \
+  { B64_CHAR((i) >> 6, '+', '/'), B64_CHAR((i)&63, '+', '/') }
+#define PAIR_URL(i) \
+  { B64_CHAR((i) >> 6, '-', '_'), B64_CHAR((i)&63, '-', '_') }
 static const char pair_std[4096][2] = {T4096(PAIR_STD)};
 static const char pair_url[4096][2] = {T4096(PAIR_URL)};
 
@@ -88,8 +92,9 @@ static inline void store3(unsigned char *d, uint32_t v) {
 }
 
 /* Two hex digits per byte value, so encoding is one 2-byte copy per input byte. */
-#define HEX_DIGIT(x) ((x) < 10 ? '0' + (x) : 'a' + (x) - 10)
-#define HEX_PAIR(b) {HEX_DIGIT((b) >> 4), HEX_DIGIT((b) & 15)}
+#define HEX_DIGIT(x) ((x) < 10 ? '0' + (x) : 'a' + (x)-10)
+#define HEX_PAIR(b) \
+  { HEX_DIGIT((b) >> 4), HEX_DIGIT((b)&15) }
 static const char hex_pairs[256][2] = {T256(HEX_PAIR)};
 
 /* ---- names ---- */
@@ -323,8 +328,7 @@ static size_t group_chars(rill_encoding_t enc) {
   return enc == RILL_ENC_HEX ? 2 : is_b64(enc) ? 4 : 1;
 }
 
-int rill_codec_decode(rill_codec_t *c, unsigned char *dst, const char *src, size_t n,
-                      size_t *out) {
+int rill_codec_decode(rill_codec_t *c, unsigned char *dst, const char *src, size_t n, size_t *out) {
   *out = 0;
   if (c->failed) return RILL_EINVALID_ENCODING;
   if (n == 0) return 0;

@@ -50,7 +50,7 @@ typedef struct {
   rill_encoding_t enc;
   unsigned char carry[4]; /* bytes (encoding) or characters (decoding) waiting for a full group */
   unsigned char ncarry;
-  unsigned char done;     /* decoding: a padded group was seen; nothing may follow */
+  unsigned char done; /* decoding: a padded group was seen; nothing may follow */
   unsigned char failed;
 } rill_codec_t;
 

@@ -113,23 +113,54 @@ static void test_invalid(void) {
   check_bad(RILL_ENC_HEX, "\xff\xff");
   /* base64: length, padding, alphabet, whitespace, leftover bits */
   static const char *bad64[] = {
-      "Z", "Zg", "Zg=", "Zm8", "YQ=", "Y===", "====", "=", "==", "Zg===", "Zg====",
-      "Zm=v", "=Zm9", "Z=g=", "Zg==Zg==", "Zm9v=", "Zm9v====", "Zm9v\n", "Zm9v\r\n", " Zm9v",
-      "Zm 9v", "Zm9\tv", "Zm9v\n", "Zm9v YmFy", "Zh==", "Zm9=", "-_8=", "Zm9v-_-_", "Zm9*",
-      "\x80\x80\x80\x80", "ZmZmZmZmZmZmZmZmZmZmZmZm*mZm",
+      "Z",
+      "Zg",
+      "Zg=",
+      "Zm8",
+      "YQ=",
+      "Y===",
+      "====",
+      "=",
+      "==",
+      "Zg===",
+      "Zg====",
+      "Zm=v",
+      "=Zm9",
+      "Z=g=",
+      "Zg==Zg==",
+      "Zm9v=",
+      "Zm9v====",
+      "Zm9v\n",
+      "Zm9v\r\n",
+      " Zm9v",
+      "Zm 9v",
+      "Zm9\tv",
+      "Zm9v\n",
+      "Zm9v YmFy",
+      "Zh==",
+      "Zm9=",
+      "-_8=",
+      "Zm9v-_-_",
+      "Zm9*",
+      "\x80\x80\x80\x80",
+      "ZmZmZmZmZmZmZmZmZmZmZmZm*mZm",
   };
   for (size_t i = 0; i < sizeof bad64 / sizeof bad64[0]; i++) check_bad(RILL_ENC_BASE64, bad64[i]);
   /* base64url: optional padding, but the same strictness otherwise */
   static const char *badurl[] = {
-      "Z", "Zg=", "YQ=", "Y===", "Zm8==", "Zm=v", "Zg==Zg", "Zh", "Zm9", "+/8=", "Zm9v+/+/",
-      "Zm9v\n", " Zm9v", "Zm9vZ", "=",
+      "Z",   "Zg=",  "YQ=",      "Y===",   "Zm8==", "Zm=v",  "Zg==Zg", "Zh",
+      "Zm9", "+/8=", "Zm9v+/+/", "Zm9v\n", " Zm9v", "Zm9vZ", "=",
   };
   for (size_t i = 0; i < sizeof badurl / sizeof badurl[0]; i++)
     check_bad(RILL_ENC_BASE64URL, badurl[i]);
   unsigned char nul[8];
   size_t nn;
   CHECK_INT(rill_base64_decode(nul, "Zm9v\0Zm9", 8, 0, &nn), RILL_EINVALID_ENCODING);
-  CHECK_INT(rill_hex_decode(nul, "00\0" "000", 6, &nn), RILL_EINVALID_ENCODING);
+  CHECK_INT(rill_hex_decode(nul,
+                            "00\0"
+                            "000",
+                            6, &nn),
+            RILL_EINVALID_ENCODING);
   check_dec(RILL_ENC_BASE64URL, "Zg", "f", 1);
   check_dec(RILL_ENC_BASE64URL, "Zm8=", "fo", 2);
 }
