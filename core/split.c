@@ -278,10 +278,10 @@ static void rec_view(rill_split_t *s, const rill_view_t *chunk, const rill_split
 
 int rill_split_feed(rill_split_t *s, const rill_view_t *chunk, rill_split_cb cb, void *arg) {
   const unsigned char *d;
-  rill_split_rec_t rec;
+  rill_split_rec_t rec = {NULL, 0}; /* set whenever split_next returns 1; gcc cannot tell */
   rill_view_t v;
   size_t pos = 0;
-  int rc, from_carry;
+  int rc, from_carry = 0;
   if (!s || !chunk || !cb) return UV_EINVAL;
   d = rill_view_data(chunk);
   while ((rc = split_next(s, d, chunk->len, &pos, &rec, &from_carry)) > 0) {
@@ -292,7 +292,7 @@ int rill_split_feed(rill_split_t *s, const rill_view_t *chunk, rill_split_cb cb,
 }
 
 int rill_split_end(rill_split_t *s, rill_split_cb cb, void *arg) {
-  rill_split_rec_t rec;
+  rill_split_rec_t rec = {NULL, 0};
   rill_view_t v;
   int rc;
   if (!s || !cb) return UV_EINVAL;
