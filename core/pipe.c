@@ -8,6 +8,7 @@ struct rill_pipe_s {
   rill_stream_t *src, *dst;
   int end;
   int cleaned;
+  int busy;           /* inside one of its listeners: free only when they return */
   int awaiting;       /* paused because dst was full, since data generation await_gen */
   unsigned await_gen;
   rill_listener_t lsrc, ldst;
@@ -79,9 +80,22 @@ static void cleanup(rill_pipe_t *p) {
   rill_stream_watch(src, RILL_EV_DATA, -1);
   if (was_awaiting) on_drain(p);
   rill__stream_emit_peer(dst, RILL_EV_UNPIPE, src);
-  free(p);
+  if (p->busy == 0) free(p);
   rill_stream_unref(src);
   rill_stream_unref(dst);
+}
+
+static void enter(rill_pipe_t *p) {
+  p->busy++;
+}
+
+/* Leaves a listener; returns 0 when the pipe was undone (and freed) meanwhile. */
+static int leave(rill_pipe_t *p) {
+  if (--p->busy == 0 && p->cleaned) {
+    free(p);
+    return 0;
+  }
+  return !p->cleaned;
 }
 
 static void src_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
@@ -91,7 +105,10 @@ static void src_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *
     rill_chunk_t c;
     rill_chunk_dup(&c, ev->chunk);
     const char *msg = NULL;
+    enter(p);
     int r = rill__stream_write_msg(p->dst, &c, &msg);
+    /* The write may have undone this very pipe (the destination finished or stopped us). */
+    if (!leave(p)) break;
     if (r == 1) {
       pause_for(p);
     } else if (r == RILL_ESTREAM_DESTROYED) {
@@ -175,8 +192,9 @@ int rill_stream_pipe(rill_stream_t *src, rill_stream_t *dst, int end) {
   rill_stream_listen(dst, &p->ldst);
   rill_stream_ref(src);
   rill_stream_watch(src, RILL_EV_DATA, +1);
+  enter(p);
   rill__stream_emit_peer(dst, RILL_EV_PIPE, src);
-  if (!p->cleaned) {
+  if (leave(p)) {
     if (rill_stream_state(dst) & RILL_SS_NEED_DRAIN) {
       pause_for(p);
     } else if (!(rill_stream_state(src) & RILL_SS_FLOWING)) {

@@ -1169,20 +1169,35 @@ DEFINE_TICK(onwrite_error_tick, onwrite_error_body)
 
 static int real_write_done(rill_stream_t *s, rill_err_t *err) {
   int sync = s->w.sync;
-  qent_t *infl = s->w.infl;
   size_t n = s->w.ninfl;
+  /* Copy the finished entries out first: clear_buffer below reuses the in-flight storage. */
+  qent_t local[8], *done = local;
+  if (n > 8) {
+    done = malloc(n * sizeof *done);
+    if (done == NULL) {
+      /* No memory for the copy: answer these callbacks right away (still after the write). */
+      done = local;
+      for (size_t i = 0; i < n; i++) {
+        rill_chunk_release(&s->w.infl[i].c);
+        s->w.pendingcb--;
+        call_cb(s, s->w.infl[i].cb, s->w.infl[i].arg, err);
+      }
+      n = 0;
+    }
+  }
+  if (n) memcpy(done, s->w.infl, n * sizeof *done);
   s->w.writing = 0;
   s->w.infl = NULL;
   s->w.ninfl = 0;
   s->w.length -= s->w.writelen;
   s->w.writelen = 0;
-  for (size_t i = 0; i < n; i++) rill_chunk_release(&infl[i].c);
+  for (size_t i = 0; i < n; i++) rill_chunk_release(&done[i].c);
   if (err) {
     set_error(s, err);
     if (sync) {
       /* Park the callbacks with the error; they run from the next tick. */
       for (size_t i = 0; i < n; i++) {
-        qent_t e = {RILL_CHUNK_EMPTY, infl[i].cb, infl[i].arg, rill_err_ref(err)};
+        qent_t e = {RILL_CHUNK_EMPTY, done[i].cb, done[i].arg, rill_err_ref(err)};
         if (q_push(&s->w.failed, &e) != 0) {
           s->w.pendingcb--;
           call_cb(s, e.cb, e.arg, err);
@@ -1194,45 +1209,27 @@ static int real_write_done(rill_stream_t *s, rill_err_t *err) {
         tick(s, onwrite_error_tick);
       }
     } else {
-      onwrite_error(s, infl, n, err);
-    }
-    return 0;
-  }
-  if (s->w.buf.count && !s->w.buffer_processing) clear_buffer(s);
-  if (sync) {
-    for (size_t i = 0; i < n; i++) {
-      qent_t e = {RILL_CHUNK_EMPTY, infl[i].cb, infl[i].arg, NULL};
-      if (q_push(&s->w.after, &e) != 0) {
-        s->w.pendingcb--;
-        call_cb(s, e.cb, e.arg, NULL);
-      }
-    }
-    if (!s->w.after_scheduled) {
-      s->w.after_scheduled = 1;
-      tick(s, after_tick);
+      onwrite_error(s, done, n, err);
     }
   } else {
-    qent_t local[8];
-    if (n <= 8) {
-      memcpy(local, infl, n * sizeof *local);
-      after_write(s, local, n);
-    } else {
-      /* A large writev batch: its entries live in vent, which the next writev may reuse, and
-       * clear_buffer above may already have started one. Copy them out first. */
-      qent_t *copy = malloc(n * sizeof *copy);
-      if (copy) {
-        memcpy(copy, infl, n * sizeof *copy);
-        after_write(s, copy, n);
-        free(copy);
-      } else {
-        for (size_t i = 0; i < n; i++) {
+    if (s->w.buf.count && !s->w.buffer_processing) clear_buffer(s);
+    if (sync) {
+      for (size_t i = 0; i < n; i++) {
+        qent_t e = {RILL_CHUNK_EMPTY, done[i].cb, done[i].arg, NULL};
+        if (q_push(&s->w.after, &e) != 0) {
           s->w.pendingcb--;
-          call_cb(s, infl[i].cb, infl[i].arg, NULL);
+          call_cb(s, e.cb, e.arg, NULL);
         }
-        finish_maybe(s, 0);
       }
+      if (!s->w.after_scheduled) {
+        s->w.after_scheduled = 1;
+        tick(s, after_tick);
+      }
+    } else {
+      after_write(s, done, n);
     }
   }
+  if (done != local) free(done);
   return 0;
 }
 

@@ -204,6 +204,8 @@ enum {
   RILL_STREAM_NO_HALF_OPEN = 1u << 4, /* duplex: end the writable side when the readable ends */
   RILL_STREAM_COALESCE = 1u << 5,     /* small byte writes may be merged into one chunk (only for
                                          sinks that do not care where chunks are cut) */
+  RILL_STREAM_RECORDS = 1u << 6,      /* the readable side gives text records (lines) as views:
+                                         a hint for owners (Lua shows them as strings) */
 };
 #define RILL_STREAM_DUPLEX (RILL_STREAM_READABLE | RILL_STREAM_WRITABLE)
 #define RILL_STREAM_OBJECT (RILL_STREAM_OBJECT_READ | RILL_STREAM_OBJECT_WRITE)

@@ -371,6 +371,27 @@ static void test_writable_order(void) {
   finish_test();
 }
 
+static void test_async_write_callbacks(void) {
+  /* Buffered writes behind an asynchronous one: each callback once, in order, and the entry
+   * in flight is not confused with the next one. */
+  reset();
+  tstate_t *t;
+  rill_stream_t *w = mk_sink(RILL_HWM_DEFAULT, &t);
+  t->ack_async = 1;
+  static const char *tags[] = {"1", "2", "3", "4"};
+  for (int i = 0; i < 4; i++) {
+    rill_chunk_t c;
+    chunk_str(&c, tags[i]);
+    rill_stream_write(w, &c, count_cb, (void *)tags[i]);
+  }
+  rill_stream_end(w, NULL, count_cb, "E");
+  run();
+  CHECK_LOG("cb1(ok) cb2(ok) cb3(ok) cb4(ok) final cbE(ok)");
+  CHECK_STR(t->got, "1234");
+  rill_stream_unref(w);
+  finish_test();
+}
+
 static void test_write_after_end(void) {
   reset();
   tstate_t *t;
@@ -1190,6 +1211,7 @@ int main(void) {
   RUN(test_readable_order);
   RUN(test_readable_paused_read);
   RUN(test_writable_order);
+  RUN(test_async_write_callbacks);
   RUN(test_write_after_end);
   RUN(test_destroy_idempotent);
   RUN(test_destroy_async_answer);
