@@ -1,4 +1,6 @@
 /* bindings/main.c: the `rill` command: run a script, a string or stdin as the main task. */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +66,13 @@ int main(int argc, char **argv) {
 
   /* A write to a closed pipe is an EPIPE error for the stream to handle, not a fatal signal. */
   signal(SIGPIPE, SIG_IGN);
+
+  /* A closed fd 0, 1 or 2 would be reused by the loop's own descriptors (epoll, eventfd) and
+   * then read or written as stdio: give it /dev/null, as Node does. open() takes the lowest
+   * free number, so the holes fill in order. */
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) < 0) return 1;
+  }
 
   rill_engine *e = rill_new(NULL);
   if (e == NULL) {
