@@ -14,12 +14,15 @@ struct rill_engine_s {
   rill_ctx_t *ctx;
   char *errmsg;
   rill_options opts; /* a copy; deny_modules points into owned storage */
-  /* Memory: bytes of Lua heap, mirrored from the allocator's osize/nsize (Lua's own count). Past
-   * the cap an allocation fails (Lua raises "not enough memory" where the script runs); then a
-   * grace above the cap lets error handling allocate; past the grace, small allocations still
-   * succeed (a failure in C code outside a protected call would abort the host) but the count
-   * hook stops any Lua code until usage is back under cap + grace. */
-  size_t mem_used;
+  /* Memory: the Lua heap's bytes, mirrored from the allocator's osize/nsize (Lua's own count),
+   * plus the buffer slabs charged to acct (core/buf.h). Past the cap an allocation fails (Lua
+   * raises "not enough memory" where the script runs); then a grace above the cap lets error
+   * handling allocate; past the grace, small allocations still succeed (a failure in C code
+   * outside a protected call would abort the host) but the count hook stops any Lua code until
+   * usage is back under cap + grace. The heap count is atomic only because a buffer made in
+   * another thread (a parallel worker) reads it when charging: this thread alone writes it. */
+  atomic_size_t heap;
+  rill_slab_account_t *acct;
   size_t mem_grace;
   int mem_over;      /* the cap refused an allocation and usage has not come back below it */
   int mem_overdrawn; /* usage is past cap + grace */
@@ -34,16 +37,25 @@ struct rill_engine_s {
   uv_check_t check;
 };
 
+static size_t heap_bytes(rill_engine *e) {
+  return atomic_load_explicit(&e->heap, memory_order_relaxed);
+}
+
+static size_t mem_total(rill_engine *e) {
+  return heap_bytes(e) + rill_slab_account_used(e->acct);
+}
+
 static void set_errmsg(rill_engine *e, const char *msg) {
   free(e->errmsg);
   e->errmsg = NULL;
   if (msg == NULL) return;
-  if (e->mem_hit && strncmp(msg, "not enough memory", 17) == 0) {
+  int capped = e->mem_hit | rill_slab_account_refused(e->acct);
+  if (capped && strstr(msg, "not enough memory") != NULL) {
     /* Lua's memory error is one preallocated string: say here that it was the engine's cap. */
     size_t n = strlen(msg) + 128;
     e->errmsg = malloc(n);
     if (e->errmsg)
-      snprintf(e->errmsg, n, "memory cap reached: the engine may hold %zu bytes (%s)",
+      snprintf(e->errmsg, n, "memory cap reached (the engine may hold %zu bytes): %s",
                e->opts.max_memory, msg);
   } else {
     e->errmsg = strdup(msg);
@@ -65,23 +77,27 @@ static void *refuse(rill_engine *e, void *ptr, size_t osize, size_t nsize) {
 }
 
 static void mem_update(rill_engine *e) {
-  size_t cap = e->opts.max_memory;
-  if (e->mem_over && e->mem_used < cap) e->mem_over = 0;
-  if (e->mem_overdrawn && e->mem_used <= cap + e->mem_grace) e->mem_overdrawn = 0;
+  size_t cap = e->opts.max_memory, total = mem_total(e);
+  if (e->mem_over && total < cap) e->mem_over = 0;
+  if (e->mem_overdrawn && total <= cap + e->mem_grace) e->mem_overdrawn = 0;
 }
 
 static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   rill_engine *e = ud;
   size_t old = ptr ? osize : 0; /* without ptr, osize is the kind of object, not a size */
+  /* The engine whose Lua code runs is the one making buffers: a buffer's slab is made right
+   * after its userdata, so marking the engine's account current on every Lua allocation
+   * charges buffers to the right engine even when several engines share a thread. */
+  rill_slab_account_use(e->acct);
   if (nsize == 0) {
     free(ptr);
-    e->mem_used -= old;
+    atomic_store_explicit(&e->heap, heap_bytes(e) - old, memory_order_relaxed);
     if (e->mem_overdrawn || e->mem_over) mem_update(e);
     return NULL;
   }
   size_t cap = e->opts.max_memory;
   if (cap && nsize > old) {
-    size_t want = e->mem_used - old + nsize;
+    size_t want = mem_total(e) - old + nsize;
     int retry = ptr == e->refused_ptr && osize == e->refused_osize && nsize == e->refused_nsize;
     e->refused_ptr = NULL;
     e->refused_osize = e->refused_nsize = 0;
@@ -93,7 +109,7 @@ static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   void *p = realloc(ptr, nsize);
   if (p == NULL) return NULL;
-  e->mem_used = e->mem_used - old + nsize;
+  atomic_store_explicit(&e->heap, heap_bytes(e) - old + nsize, memory_order_relaxed);
   if (e->mem_overdrawn || e->mem_over) mem_update(e);
   return p;
 }
@@ -205,11 +221,14 @@ RILL_API rill_engine *rill_new_ex(uv_loop_t *loop, const rill_options *opts) {
   if (e->opts.max_memory) e->mem_grace = e->opts.max_memory / 16 + 32 * 1024;
   /* luaL_newstate gives the standard panic and warning functions; our allocator takes over at
    * once, starting from Lua's exact count of the bytes it holds. */
+  e->acct = rill_slab_account_new(e->opts.max_memory, &e->heap);
+  if (e->acct == NULL) goto fail;
   e->L = luaL_newstate();
   if (e->L == NULL) goto fail;
   lua_setallocf(e->L, engine_alloc, e);
-  e->mem_used = (size_t)lua_gc(e->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(e->L, LUA_GCCOUNTB, 0);
-  if (e->opts.max_memory && e->mem_used > e->opts.max_memory) goto fail;
+  atomic_init(&e->heap, (size_t)lua_gc(e->L, LUA_GCCOUNT, 0) * 1024 +
+                           (size_t)lua_gc(e->L, LUA_GCCOUNTB, 0));
+  if (e->opts.max_memory && heap_bytes(e) > e->opts.max_memory) goto fail;
   /* Every thread copies the main thread's extra space: the hook finds the engine there. */
   *(rill_engine **)lua_getextraspace(e->L) = e;
   if (e->opts.max_instructions || e->opts.max_memory) {
@@ -229,6 +248,7 @@ RILL_API rill_engine *rill_new_ex(uv_loop_t *loop, const rill_options *opts) {
   return e;
 fail:
   if (e->L) lua_close(e->L);
+  rill_slab_account_release(e->acct);
   free((void *)e->opts.deny_modules);
   free(e);
   return NULL;
@@ -363,12 +383,13 @@ RILL_API void rill_set_argv(rill_engine *e, int argc, char **argv) {
 }
 
 RILL_API size_t rill_memory(rill_engine *e) {
-  return e->mem_used;
+  return mem_total(e);
 }
 
 RILL_API void rill_free(rill_engine *e) {
   if (e == NULL) return;
   lua_close(e->L); /* its anchor closes every handle the engine opened */
+  rill_slab_account_release(e->acct); /* freed once no slab is charged to it */
   free((void *)e->opts.deny_modules);
   free(e->errmsg);
   free(e);

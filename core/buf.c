@@ -76,7 +76,7 @@ rill_slab_account_t *rill_slab_account_use(rill_slab_account_t *a) {
 static int charge(rill_slab_account_t *a, size_t n) {
   size_t old = atomic_fetch_add_explicit(&a->used, n, memory_order_relaxed);
   size_t also = a->also ? atomic_load_explicit(a->also, memory_order_relaxed) : 0;
-  if (a->limit && (old + n > a->limit || old + n + also > a->limit)) {
+  if (a->limit && (n > a->limit || old + n + also > a->limit)) {
     atomic_fetch_sub_explicit(&a->used, n, memory_order_relaxed);
     atomic_store_explicit(&a->refused, 1, memory_order_relaxed);
     return -1;

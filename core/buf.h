@@ -11,8 +11,11 @@
  * exact mallocs, so a small buffer kept by Lua does not pin 64 KiB. */
 #define RILL_SLAB_SIZE (64 * 1024)
 
+typedef struct rill_slab_account_s rill_slab_account_t;
+
 typedef struct rill_slab_s {
   atomic_size_t refs;
+  rill_slab_account_t *acct; /* the account charged with this slab, or NULL */
   size_t cap;         /* bytes available in data[] */
   size_t used;        /* high-water mark of bytes handed out; lets the sole owner append in place */
   unsigned char data[];
@@ -38,6 +41,23 @@ void rill_slab_pool_trim(void);
  * and stats: steady-state streaming should leave the second unchanged). */
 size_t rill_slab_pool_count(void);
 size_t rill_slab_mallocs(void);
+
+/* Accounts cap the slab memory of a sandboxed engine. While an account is current on a thread,
+ * every slab that thread makes is charged to it, or refused (NULL, as when out of memory) when
+ * the account's bytes plus *also would pass its limit. A slab is uncharged when it is freed or
+ * goes back to a pool, on whatever thread. Slabs hold references on their account, so it
+ * outlives its owner's rill_slab_account_release as long as any is charged to it. */
+/* Returns a new account (the owner's reference) of limit bytes (0: none) shared with the bytes
+ * counted at also (may be NULL; read when charging), or NULL when out of memory. */
+rill_slab_account_t *rill_slab_account_new(size_t limit, const atomic_size_t *also);
+/* Drops the owner's reference; later charges fail, so make it current nowhere first. */
+void rill_slab_account_release(rill_slab_account_t *a);
+/* Bytes of slabs charged to a now. */
+size_t rill_slab_account_used(rill_slab_account_t *a);
+/* Nonzero once a charge was refused (then cleared). */
+int rill_slab_account_refused(rill_slab_account_t *a);
+/* Makes a the current account of this thread (NULL: none); returns the previous one. */
+rill_slab_account_t *rill_slab_account_use(rill_slab_account_t *a);
 
 static inline unsigned char *rill_view_data(const rill_view_t *v) {
   return v->slab ? v->slab->data + v->off : (unsigned char *)"";

@@ -184,7 +184,7 @@ static void test_memory_cap(void) {
   CHECK(idle > 0 && idle < o.max_memory);
   /* A growing table hits the cap; the error says it was the cap. */
   fails(e, "local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end",
-        "memory cap reached: the engine may hold 4194304 bytes (not enough memory");
+        "memory cap reached (the engine may hold 4194304 bytes): not enough memory");
   CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK); /* the failed task is let go next turn */
   lua_gc(rill_lua(e), LUA_GCCOLLECT);
   CHECK(rill_memory(e) < idle + 64 * 1024);
@@ -203,14 +203,38 @@ static void test_memory_cap(void) {
   rill_free(e);
 }
 
+/* Buffers count against the same cap: their slabs are charged to the engine. */
+static void test_memory_cap_buffers(void) {
+  rill_options o = {.max_memory = 4 << 20};
+  rill_engine *e = rill_new_ex(NULL, &o);
+  size_t idle = rill_memory(e);
+  OK(e, "b = rill.buffer.alloc(1 << 20)");
+  CHECK(rill_memory(e) >= idle + (1 << 20));
+  fails(e, "local t = {} for i = 1, 1e6 do t[i] = rill.buffer.alloc(65536) end",
+        "memory cap reached (the engine may hold 4194304 bytes)");
+  fails(e, "local b = rill.buffer.alloc(16 << 20)", "memory cap reached");
+  /* The Lua heap and the buffers share the cap (string.rep needs twice the length at its peak:
+   * 3 MiB, which fits only without b's 1 MiB). */
+  CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK);
+  fails(e, "local s = ('x'):rep(1536 << 10)", "memory cap reached");
+  CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK); /* failed tasks are let go next turn */
+  OK(e, "b = nil; collectgarbage(); local s = ('x'):rep(1536 << 10)");
+  lua_gc(rill_lua(e), LUA_GCCOLLECT);
+  CHECK(rill_memory(e) < idle + 64 * 1024);
+  rill_free(e);
+}
+
 /* Without a cap, the count is still kept (hosts can watch it). */
 static void test_memory_count(void) {
   rill_engine *e = rill_new(NULL);
   size_t before = rill_memory(e);
   OK(e, "big = ('x'):rep(1 << 20)");
   CHECK(rill_memory(e) >= before + (1 << 20));
-  OK(e, "big = nil; collectgarbage()");
-  CHECK(rill_memory(e) < before + (1 << 20));
+  OK(e, "big = nil; collectgarbage(); buf = rill.buffer.alloc(1 << 20)");
+  CHECK(rill_memory(e) >= before + (1 << 20));
+  CHECK(rill_memory(e) < before + (1 << 20) + 64 * 1024);
+  OK(e, "buf = nil; collectgarbage()");
+  CHECK(rill_memory(e) < before + 64 * 1024);
   rill_free(e);
 }
 
@@ -278,6 +302,7 @@ int main(void) {
   RUN(test_deny_lua_parts);
   RUN(test_deny_bytecode_only);
   RUN(test_memory_cap);
+  RUN(test_memory_cap_buffers);
   RUN(test_memory_count);
   RUN(test_instruction_cap);
   RUN(test_instruction_cap_host_loop);
