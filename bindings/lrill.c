@@ -21,6 +21,7 @@ static const luaL_Reg cmodules[] = {
     {"rill.buffer", rill__open_buffer},
     {"rill._repl", rill__open_repl},
     {"rill._stream", rill__open_stream},
+    {"rill.zlib", rill__open_zlib},
     {NULL, NULL},
 };
 
