@@ -21,6 +21,11 @@ static const luaL_Reg cmodules[] = {
     {"rill.buffer", rill__open_buffer},
     {"rill._repl", rill__open_repl},
     {"rill._stream", rill__open_stream},
+    {"rill.fs", rill__open_fs},
+    {"rill.net", rill__open_net},
+    {"rill.udp", rill__open_udp},
+    {"rill.process", rill__open_process},
+    {"rill.stdio", rill__open_stdio},
     {"rill.zlib", rill__open_zlib},
     {NULL, NULL},
 };
@@ -225,6 +230,17 @@ static int l_on(lua_State *L) {
 /* rill.X for a submodule loads it on first use, so start-up pays only for what a script uses. */
 static int l_index(lua_State *L) {
   const char *k = luaL_checkstring(L, 2);
+  if (!strcmp(k, "stdin") || !strcmp(k, "stdout") || !strcmp(k, "stderr")) {
+    /* rill.stdin/stdout/stderr: streams made on first use by rill.stdio */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "rill.stdio");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, k);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* cache: rill[k] = stream */
+    return 1;
+  }
   lua_getglobal(L, "require");
   lua_pushfstring(L, "rill.%s", k);
   lua_getglobal(L, "package");

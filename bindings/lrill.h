@@ -110,6 +110,20 @@ int rill__open_task(lua_State *L);    /* bindings/ltask.c: adds spawn and sleep 
 int rill__open_repl(lua_State *L);    /* bindings/lrepl.c: the REPL's terminal, as rill._repl */
 int rill__open_stream(lua_State *L);  /* bindings/lstream.c: stream userdata, as rill._stream */
 int rill__open_zlib(lua_State *L);    /* bindings/lzlib.c: gzip, gunzip, deflate, inflate */
+int rill__open_fs(lua_State *L);      /* bindings/lfs.c: rill.fs */
+int rill__open_net(lua_State *L);     /* bindings/lnet.c: rill.net (TCP) */
+int rill__open_udp(lua_State *L);     /* bindings/ludp.c: rill.udp */
+int rill__open_process(lua_State *L); /* bindings/lprocess.c: rill.process */
+int rill__open_stdio(lua_State *L);   /* bindings/lstdio.c: rill.stdio (rill.stdin/stdout/stderr) */
+
+/* Helpers of the I/O bindings (bindings/lio.c). */
+/* Makes sure the stream binding is open (rill.stream if present, else rill._stream) and that
+ * SIGPIPE is ignored (a closed pipe is an EPIPE error, not death). */
+void rill__require_streams(lua_State *L);
+/* Fields of an options table at idx (none or nil: def); a wrong type raises naming the field. */
+lua_Integer rill__opt_int(lua_State *L, int idx, const char *k, lua_Integer def);
+int rill__opt_bool(lua_State *L, int idx, const char *k, int def);
+const char *rill__opt_str(lua_State *L, int idx, const char *k, const char *def);
 
 /* Streams (bindings/lstream.c). Metatable "rill.stream". Needs rill._stream opened in L (the
  * rill.stream module does it; so does rill__pushstream). */
@@ -124,5 +138,13 @@ struct rill_stream_s *rill__checkstream(lua_State *L, int idx);
 /* Pushes the Lua value of a core error: the original Lua value when a Lua callback raised it,
  * else an error value made by rill__pusherr (with the error's message). */
 void rill__pushstreamerr(lua_State *L, struct rill_err_s *e);
+/* Gives the native stream at idx extra read-only fields (and methods): pops a table whose keys
+ * its __index answers after the stream's own (sockets: remote_address, remote_port; UDP: send). */
+void rill__setstreamfields(lua_State *L, int idx);
+/* Native object-mode items: how Lua sees items made with ops (UDP messages become tables).
+ * push pushes one value for item (borrowed). Without one, such items show as light userdata. */
+struct rill_item_ops_s;
+typedef void (*rill_item_push_fn)(lua_State *L, void *item);
+void rill__register_item(const struct rill_item_ops_s *ops, rill_item_push_fn push);
 
 #endif
