@@ -50,9 +50,17 @@ static void push_deny_table(lua_State *L, const char *what) {
   lua_setmetatable(L, -2);
 }
 
-/* Replaces global name (and package.loaded[name]) with a table that denies every field. */
-static void deny_library(lua_State *L, const char *name) {
+/* Replaces global name (and package.loaded[name]) with a table that denies every field but
+ * those in keep (NULL-terminated, or NULL), which keep their original values. */
+static void deny_library(lua_State *L, const char *name, const char *const *keep) {
+  lua_getglobal(L, name);
   push_deny_table(L, name);
+  for (; keep && *keep; keep++) {
+    if (lua_istable(L, -2)) lua_getfield(L, -2, *keep);
+    else lua_pushnil(L);
+    lua_setfield(L, -2, *keep); /* stub[k] = original[k] */
+  }
+  lua_remove(L, -2);
   lua_pushvalue(L, -1);
   lua_setglobal(L, name);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -296,7 +304,7 @@ static void sandbox_rill(lua_State *L, const rill_options *o) {
 void rill__sandbox_open(lua_State *L, const rill_options *o) {
   unsigned deny = o->deny;
   if (deny & RILL_DENY_IO) {
-    deny_library(L, "io");
+    deny_library(L, "io", NULL);
     lua_pushglobaltable(L);
     deny_field(L, "", "dofile");
     deny_field(L, "", "loadfile");
@@ -319,7 +327,9 @@ void rill__sandbox_open(lua_State *L, const rill_options *o) {
     }
   }
   if (deny & RILL_DENY_DEBUG) {
-    deny_library(L, "debug");
+    /* traceback only formats the stack: rill's own Lua modules use it for their errors. */
+    static const char *const keep[] = {"traceback", NULL};
+    deny_library(L, "debug", keep);
   } else if (o->max_instructions || o->max_memory) {
     /* The caps rely on a count hook: a script must not be able to remove it. */
     lua_getglobal(L, "debug");

@@ -41,7 +41,7 @@ enum {
   RILL_DENY_OS = 1 << 7,       /* os.execute/remove/rename/exit/getenv/tmpname/setlocale, rill.env */
   RILL_DENY_CMODULES = 1 << 8, /* package.loadlib and require of C modules */
   RILL_DENY_BYTECODE = 1 << 9, /* loading binary (precompiled) chunks: load, loadfile, dofile */
-  RILL_DENY_DEBUG = 1 << 10,   /* the debug library */
+  RILL_DENY_DEBUG = 1 << 10,   /* the debug library, but for debug.traceback */
   /* Every rill module that reaches outside the process. */
   RILL_DENY_MODULES = RILL_DENY_FS | RILL_DENY_PROCESS | RILL_DENY_NET | RILL_DENY_HTTP |
                       RILL_DENY_STDIO | RILL_DENY_SIGNAL,
@@ -96,6 +96,51 @@ RILL_API size_t rill_memory(rill_engine *e);
  * once the host closed its own handles, uv_loop_close on it succeeds. NULL is a no-op. Call it
  * outside the loop's callbacks (it turns a host loop once, without blocking, to finish closing). */
 RILL_API void rill_free(rill_engine *e);
+
+/* ---- native transforms ----
+ * A transform written in C that Lua uses in pipelines like any other stream: after
+ * rill_register_transform(e, &def), rill.native.<name>([options]) in e makes a byte-mode
+ * transform stream. Its hooks run on the engine's thread and must not call into its Lua state. */
+typedef struct rill_xform_s rill_xform;
+
+typedef struct rill_transform_def {
+  const char *name;  /* rill.native[name]: letters, digits and _ */
+  size_t state_size; /* bytes of zeroed state that each instance gets (rill_xform_state) */
+  void *arg;         /* the host's data for every instance (rill_xform_arg) */
+  /* Optional: sets up an instance from the Lua options at index opts of L (nil when none); may
+   * raise Lua errors (luaL_check*). 0, or a negative error code: the constructor raises. */
+  int (*init)(rill_xform *x, lua_State *L, int opts);
+  /* Required: consumes data[0..len) (borrowed until it returns), pushing any number of outputs.
+   * 0, or a negative error code: the stream fails with that error. */
+  int (*transform)(rill_xform *x, const unsigned char *data, size_t len);
+  /* Optional: at the end of the input, pushes the last outputs. 0 or a negative error code. */
+  int (*flush)(rill_xform *x);
+  /* Optional: releases what the state holds; runs once per instance whose init ran (whatever
+   * it returned), when the stream is freed. */
+  void (*free)(rill_xform *x);
+} rill_transform_def;
+
+/* Makes def (copied) available as rill.native[def->name] in e; 0, or UV_EINVAL (no
+ * transform, a bad or taken name), UV_ENOMEM. */
+RILL_API int rill_register_transform(rill_engine *e, const rill_transform_def *def);
+/* The instance's state: def->state_size bytes, zeroed at creation, owned by the stream. */
+RILL_API void *rill_xform_state(rill_xform *x);
+/* def->arg of the instance's definition. */
+RILL_API void *rill_xform_arg(rill_xform *x);
+/* Pushes bytes [off, off + len) of the input being transformed as an output that shares its
+ * memory (no copy). Only inside transform. 0, or UV_EINVAL (out of range, or not in transform). */
+RILL_API int rill_xform_push_input(rill_xform *x, size_t off, size_t len);
+/* Returns len writable bytes for the next output (no copy: rill_xform_commit pushes them), or
+ * NULL when out of memory (or over the engine's memory cap). A new reservation drops an
+ * uncommitted one; the hook's return drops it too. */
+RILL_API unsigned char *rill_xform_reserve(rill_xform *x, size_t len);
+/* Pushes the first n bytes of the reservation; 0, or UV_EINVAL (no reservation, n too big). */
+RILL_API int rill_xform_commit(rill_xform *x, size_t n);
+/* Pushes a copy of p[0..len); 0, or UV_ENOMEM. */
+RILL_API int rill_xform_push(rill_xform *x, const void *p, size_t len);
+/* Sets the message (copied) of the error that the running hook is about to return; without
+ * one, the message is the error code's. */
+RILL_API void rill_xform_set_error(rill_xform *x, const char *message);
 
 /* Opens rill in a Lua state the host made itself, as require "rill" does from stock lua5.4, and
  * returns the rill table; rill then runs its own loop (rill.run() drives it) and closes it with
