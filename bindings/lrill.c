@@ -21,6 +21,7 @@ static const luaL_Reg cmodules[] = {
     {"rill.buffer", rill__open_buffer},
     {"rill._repl", rill__open_repl},
     {"rill._stream", rill__open_stream},
+    {"rill._parallel", rill__open_parallel},
     {"rill.fs", rill__open_fs},
     {"rill.net", rill__open_net},
     {"rill.udp", rill__open_udp},

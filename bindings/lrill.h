@@ -109,6 +109,7 @@ int rill__open_timer(lua_State *L);   /* bindings/ltimer.c: adds timers and sign
 int rill__open_task(lua_State *L);    /* bindings/ltask.c: adds spawn and sleep to the table on top */
 int rill__open_repl(lua_State *L);    /* bindings/lrepl.c: the REPL's terminal, as rill._repl */
 int rill__open_stream(lua_State *L);  /* bindings/lstream.c: stream userdata, as rill._stream */
+int rill__open_parallel(lua_State *L); /* bindings/lparallel.c: stream.parallel */
 int rill__open_zlib(lua_State *L);    /* bindings/lzlib.c: gzip, gunzip, deflate, inflate */
 int rill__open_fs(lua_State *L);      /* bindings/lfs.c: rill.fs */
 int rill__open_net(lua_State *L);     /* bindings/lnet.c: rill.net (TCP) */

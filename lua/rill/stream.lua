@@ -426,5 +426,10 @@ function M.take(n)
   end }
 end
 
+-- parallel(n, fn [, opts]): fn in n worker threads, outputs in input order (bindings/lparallel.c).
+function M.parallel(...)
+  return (require("rill._parallel").new(...))
+end
+
 M.methods = methods
 return M
