@@ -40,8 +40,8 @@ typedef struct {
   unsigned lmask;    /* events with at least one Lua listener */
   unsigned fns;      /* Lua hooks this stream has (F_*) */
   int pinned, unpin_scheduled;
-  unsigned wseq, wpending; /* the write in flight's done() token */
-  unsigned fseq, fpending; /* final's done() token */
+  int wpending;            /* a write hook runs: its done() not called yet */
+  int fpending;            /* the final hook runs: its done() not called yet */
   int dpending;            /* destroy's done() not called yet */
   int busy;                /* the core holds references besides ours */
   int native;              /* wraps a native stream: freed by __gc, not by the core */
@@ -437,12 +437,19 @@ static int push_job(lua_State *L, lstream_t *ls, int fbit, const char *runner) {
 
 static int done_closure(lua_State *L);
 
-/* Pushes a done(err) closure for the hook kind (upvalues: userdata, kind, token). */
-static void push_done(lua_State *L, int ud, int kind, unsigned token) {
-  lua_pushvalue(L, ud);
-  lua_pushinteger(L, kind);
-  lua_pushinteger(L, token);
-  lua_pushcclosure(L, done_closure, 3);
+/* Pushes the done(err) closure of the hook kind (upvalues: userdata, kind). One per stream and
+ * kind, kept in the hooks table: the pending token in lstream_t tells a second call. */
+static void push_done(lua_State *L, int ud, int kind) {
+  lua_getiuservalue(L, ud, 2);
+  if (lua_rawgeti(L, -1, kind) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, ud);
+    lua_pushinteger(L, kind);
+    lua_pushcclosure(L, done_closure, 2);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, kind); /* hooks[kind] = done */
+  }
+  lua_remove(L, -2);
 }
 
 static void t_read(rill_stream_t *s, size_t size) {
@@ -465,8 +472,8 @@ static void t_write(rill_stream_t *s, const rill_chunk_t *c) {
   lua_State *L = LS(B);
   int ud = lua_gettop(L);
   push_chunk(L, B, s, c);
-  ls->wpending = ++ls->wseq;
-  push_done(L, ud, F_WRITE, ls->wpending);
+  ls->wpending = 1;
+  push_done(L, ud, F_WRITE);
   dispatch_job(B, L, 5);
 }
 
@@ -479,8 +486,8 @@ static void t_final(rill_stream_t *s) {
   }
   lua_State *L = LS(B);
   int ud = lua_gettop(L);
-  ls->fpending = ++ls->fseq;
-  push_done(L, ud, F_FINAL, ls->fpending);
+  ls->fpending = 1;
+  push_done(L, ud, F_FINAL);
   dispatch_job(B, L, 4);
 }
 
@@ -499,7 +506,7 @@ static void t_destroy(rill_stream_t *s, rill_err_t *err) {
     lua_pushnil(L);
   }
   ls->dpending = 1;
-  push_done(L, ud, F_DESTROY, 1);
+  push_done(L, ud, F_DESTROY);
   dispatch_job(B, L, 5);
 }
 
@@ -552,25 +559,24 @@ static lstream_t *checkls(lua_State *L, int idx) {
   return u->ls;
 }
 
-/* done(err) given to write, final and destroy hooks: answers once; a second call fails the
- * stream with ERR_MULTIPLE_CALLBACK. */
+/* done(err) given to write, final and destroy hooks: answers the call in flight; a call when
+ * none is (a second call) fails the stream with ERR_MULTIPLE_CALLBACK, as in Node. */
 static int done_closure(lua_State *L) {
   lstream_t *ls = checkls(L, lua_upvalueindex(1));
   int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
-  unsigned token = (unsigned)lua_tointeger(L, lua_upvalueindex(3));
   lstate_t *B = ls->B;
   rill_err_t *e = answer_err(L, B, 1);
   ENTER(B, L);
   int twice = 0;
   if (kind == F_WRITE) {
-    if (ls->wpending == token) {
+    if (ls->wpending) {
       ls->wpending = 0;
       rill_stream_write_done(ls->s, e);
     } else {
       twice = 1;
     }
   } else if (kind == F_FINAL) {
-    if (ls->fpending == token) {
+    if (ls->fpending) {
       ls->fpending = 0;
       rill_stream_final_done(ls->s, e);
     } else {
@@ -938,7 +944,6 @@ static int l_write(lua_State *L) {
   rill_chunk_t c;
   to_chunk(L, B, 2, fl & RILL_STREAM_OBJECT_WRITE, &c);
   cbref_t *cr = make_cbref(L, B, 3);
-  int in_task = rill__in_task(L);
   ENTER(B, L);
   int r = rill_stream_write(ls->s, &c, cr ? write_cb : NULL, cr);
   LEAVE(B);
@@ -946,6 +951,7 @@ static int l_write(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  int in_task = rill__in_task(L);
   if (r == 1) {
     if (!in_task) {
       lua_pushboolean(L, 0);
@@ -1081,6 +1087,14 @@ static int l_watch(lua_State *L) {
 static int l_listeners(lua_State *L) {
   checkls(L, 1);
   lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+/* _stream.dead(s): destroyed (the runners skip hooks queued before a destroy). */
+static int l_dead(lua_State *L) {
+  lud_t *u = lua_touserdata(L, 1);
+  lua_pushboolean(L, u == NULL || u->ls == NULL ||
+                         (rill_stream_state(u->ls->s) & RILL_SS_DESTROYED));
   return 1;
 }
 
@@ -1444,6 +1458,7 @@ static const luaL_Reg funcs[] = {
     {"splitter", l_splitter},
     {"is_exit", l_is_exit},
     {"in_task", l_in_task},
+    {"dead", l_dead},
     {"task_check", l_task_check},
     {NULL, NULL},
 };

@@ -5,7 +5,7 @@ local buffer = require "rill.buffer"
 
 local M = {}
 local methods = C.methods
-local is_exit, answer = C.is_exit, C.answer
+local is_exit, answer, dead = C.is_exit, C.answer, C.dead
 local xpcall, type, error, select = xpcall, type, error, select
 local traceback = debug.traceback
 
@@ -30,13 +30,13 @@ end
 local runners = {}
 
 function runners.read(fn, self, size)
-  if self.destroyed then return end
+  if dead(self) then return end
   local ok, err = xpcall(fn, handler, self, size)
   if not ok then settle(self, "r", ok, err) end
 end
 
 function runners.write(fn, self, chunk, done)
-  if self.destroyed then return end
+  if dead(self) then return end
   local ok, err = xpcall(fn, handler, self, chunk, done)
   if not ok then settle(self, "r", ok, err) end
 end
@@ -55,7 +55,7 @@ function runners.destroy(fn, self, err, done)
 end
 
 function runners.transform(fn, self, chunk, push)
-  if self.destroyed then return end
+  if dead(self) then return end
   settle(self, "t", xpcall(fn, handler, self, chunk, push))
 end
 
