@@ -255,15 +255,27 @@ function methods:pipe(w, opts)
   return C.pipe(self, w, e)
 end
 
+-- The closing value of chunks() and lines(): a break or an error destroys the stream at once;
+-- running to the end does not (a socket read to its end may still be written to).
+local closer_mt = {
+  __close = function(c)
+    if not c.done then c.stream:destroy() end
+  end,
+}
+
 -- for chunk in r:chunks() do ... end: break (or an error) destroys the stream at once.
 function methods:chunks()
   C.task_check("chunks")
+  local closer = setmetatable({ stream = self, done = false }, closer_mt)
   local function iter()
     local c, err = self:read()
-    if c == nil and err ~= nil then error(err, 0) end
+    if c == nil then
+      if err ~= nil then error(err, 0) end
+      closer.done = true
+    end
     return c
   end
-  return iter, nil, nil, self
+  return iter, nil, nil, closer
 end
 
 -- for line in r:lines() do ... end: lines without their "\n" or "\r\n", the same however the
@@ -273,13 +285,17 @@ function methods:lines(max_line_length)
   local sp = C.splitter(nil, max_line_length)
   local buf, n, i, done = {}, 0, 0, false
   local read = self.read
+  local closer = setmetatable({ stream = self, done = false }, closer_mt)
   local function iter()
     while true do
       if i < n then
         i = i + 1
         return buf[i]
       end
-      if done then return nil end
+      if done then
+        closer.done = true
+        return nil
+      end
       local c, err = read(self)
       i = 0
       if c == nil then
@@ -291,7 +307,7 @@ function methods:lines(max_line_length)
       end
     end
   end
-  return iter, nil, nil, self
+  return iter, nil, nil, closer
 end
 
 -- r:collect(): the whole stream as one buffer (an array table in object mode), or nil, err.
