@@ -79,6 +79,15 @@ int main(int argc, char **argv) {
   printf("  all heap with rill.buffer loaded and a timer: %8.1f KiB\n",
          (heap_bytes() - heap0) / 1024.0 / m);
   for (int i = 0; i < m; i++) rill_free(es[i]);
+  heap0 = heap_bytes();
+  for (int i = 0; i < m; i++) {
+    es[i] = rill_new(&loop);
+    rill_dostring(es[i], "local s = rill.stream");
+    lua_gc(rill_lua(es[i]), LUA_GCCOLLECT);
+  }
+  printf("  all heap with rill.stream loaded:             %8.1f KiB\n",
+         (heap_bytes() - heap0) / 1024.0 / m);
+  for (int i = 0; i < m; i++) rill_free(es[i]);
   free(es);
   uv_loop_close(&loop);
   return 0;
