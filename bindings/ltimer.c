@@ -132,6 +132,7 @@ typedef struct {
   rill_handle_t h;
   uv_timer_t timer;
   lua_State *T;
+  rill_loop_t *loop;
 } sleeper_t;
 
 static void sleeper_free(rill_handle_t *h) {
@@ -142,6 +143,9 @@ static void sleep_cb(uv_timer_t *t) {
   sleeper_t *s = RILL_CONTAINER_OF(t->data, sleeper_t, h);
   rill__task_wake(s->T, 0);
   rill_handle_close(&s->h);
+  /* Resume the task now, as Node runs microtasks after each timer: a timer due later in this
+   * same pass must not overtake it. */
+  rill_loop_drain(s->loop);
 }
 
 static int l_sleep(lua_State *L) {
@@ -151,6 +155,7 @@ static int l_sleep(lua_State *L) {
   sleeper_t *s = malloc(sizeof *s);
   if (s == NULL) return luaL_error(L, "out of memory");
   s->T = L;
+  s->loop = &ctx->loop;
   uv_timer_init(ctx->loop.uv, &s->timer);
   rill_handle_track(&ctx->loop, &s->h, (uv_handle_t *)&s->timer, sleeper_free);
   uv_timer_start(&s->timer, sleep_cb, ms, 0);

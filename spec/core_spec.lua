@@ -36,6 +36,16 @@ describe("tasks", function()
     assert.same({ "fast", "slow" }, order)
   end)
 
+  it("a task woken by a timer runs before a timer due later in the same pass", function()
+    local order = {}
+    rill.timeout(5, function() order[#order + 1] = "timer" end)
+    rill.spawn(function() rill.sleep(1); order[#order + 1] = "task" end)
+    local t0 = os.clock()
+    while os.clock() - t0 < 0.02 do end -- both are due when the loop first runs its timers
+    rill.run()
+    assert.same({ "task", "timer" }, order)
+  end)
+
   it("join re-raises the task's error object", function()
     local obj = setmetatable({}, { __tostring = function() return "custom" end })
     local caught
