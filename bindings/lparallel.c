@@ -363,7 +363,10 @@ static void decode(lua_State *L, msg_t *m, int take) {
 typedef struct {
   int refs; /* loop thread only */
   msg_t m;
+  unsigned char inl[]; /* a small message's bytes, in the same allocation */
 } pitem_t;
+
+#define ITEM_INLINE_MAX 256
 
 static void *item_dup(const rill_item_ops_t *ops, void *item) {
   ((pitem_t *)item)->refs++;
@@ -373,6 +376,7 @@ static void *item_dup(const rill_item_ops_t *ops, void *item) {
 static void item_drop(const rill_item_ops_t *ops, void *item) {
   pitem_t *it = item;
   if (--it->refs > 0) return;
+  if (it->m.p == it->inl) it->m.p = NULL; /* not a separate allocation */
   msg_free(&it->m);
   free(it);
 }
@@ -616,14 +620,23 @@ static void deliver(par_t *par, pjob_t *j) {
     /* A buffer goes on as a view of the same memory: no copy and no Lua on this thread. */
     rill_chunk_from_view(&c, &m->v[0]);
   } else {
-    pitem_t *it = malloc(sizeof *it);
+    /* One allocation for a small value (the job keeps its storage for the next one); a big
+     * one takes the message's storage and the job starts afresh. */
+    int small = m->nv == 0 && m->len <= ITEM_INLINE_MAX;
+    pitem_t *it = malloc(sizeof *it + (small ? m->len : 0));
     if (it == NULL) {
       rill_stream_destroy_code(s, UV_ENOMEM);
       return;
     }
     it->refs = 1;
-    it->m = *m; /* the item takes the message's storage; the job starts afresh */
-    memset(m, 0, sizeof *m);
+    if (small) {
+      memcpy(it->inl, m->p, m->len);
+      it->m = (msg_t){it->inl, m->len, m->len, NULL, 0, 0};
+      m->len = 0;
+    } else {
+      it->m = *m;
+      memset(m, 0, sizeof *m);
+    }
     rill_chunk_from_item(&c, it, &item_ops);
   }
   rill_stream_push(s, &c);
@@ -641,7 +654,9 @@ static void w_done(rill_workers_t *p, rill_job_t *job, int status) {
    * collected par: ws->par, cleared when par closes the pool, tells. */
   if (par && ws->par == par) {
     size_t in_flight = rill_workers_in_flight(p);
-    if (par->waiter && in_flight < rill_workers_capacity(p))
+    /* The transform waits until the pool is half empty, so that it refills it in a burst and
+     * each wake-up of a task moves many items rather than one. */
+    if (par->waiter && in_flight <= rill_workers_capacity(p) / 2)
       wake(par, &par->waiter, &par->waiter_ref);
     if (in_flight == 0) {
       wake(par, &par->flusher, &par->flusher_ref);

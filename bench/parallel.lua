@@ -1,0 +1,92 @@
+-- bench/parallel.lua: stream.parallel: speed-up of 2 workers over 1 on a CPU-bound Lua transform,
+-- and items/s of a trivial fn through parallel(2, fn) against a plain map(fn).
+-- Run: build/rill bench/parallel.lua [runs]
+-- Prints "name value unit" lines. Times are wall-clock seconds (other engineers may load the
+-- machine: the speed-up is given as the best and the median of the runs).
+local rill = rawget(_G, "rill") or require "rill"
+local stream = require "rill.stream"
+
+local RUNS = tonumber(arg and arg[1]) or 5
+local CPU_ITEMS = 200       -- CPU-bound items, about 5 ms of Lua each
+local TRIVIAL_ITEMS = 200000
+
+-- Wall clock (rill has no clock of its own yet): date(1) costs about a millisecond, far below
+-- the lengths measured here.
+local function now()
+  local p = assert(io.popen("date +%s.%N"))
+  local t = tonumber(p:read("l"))
+  p:close()
+  return t
+end
+
+local function figure(name, value, unit)
+  print(("%s %.2f %s"):format(name, value, unit))
+end
+
+local function range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+-- Runs items through the transform into a counting sink; returns wall seconds.
+local function timed(items, transform)
+  local count = 0
+  local t0 = now()
+  local task = rill.spawn(function()
+    return stream.pipeline(stream.from(items), transform, stream.writable { object_mode = true,
+      write = function(_, _, done)
+        count = count + 1
+        done()
+      end })
+  end)
+  rill.run()
+  local dt = now() - t0
+  assert(task:join())
+  return dt, count
+end
+
+-- A CPU-bound transform: arithmetic and string work, no I/O.
+local function cpu(x)
+  local h = x
+  for i = 1, 120000 do h = (h * 31 + i) % 1000003 end
+  return h
+end
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  return n % 2 == 1 and t[(n + 1) // 2] or (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+local items = range(CPU_ITEMS)
+local expect = 0
+local speedups, t1s, t2s = {}, {}, {}
+for r = 1, RUNS do
+  local t1, c1 = timed(items, stream.parallel(1, cpu))
+  local t2, c2 = timed(items, stream.parallel(2, cpu))
+  assert(c1 == CPU_ITEMS and c2 == CPU_ITEMS)
+  t1s[r], t2s[r], speedups[r] = t1, t2, t1 / t2
+end
+local best = 0
+for _, s in ipairs(speedups) do best = math.max(best, s) end
+figure("parallel_cpu_1_worker", median(t1s), "s")
+figure("parallel_cpu_2_workers", median(t2s), "s")
+figure("parallel_speedup_2_over_1_best", best, "x")
+figure("parallel_speedup_2_over_1_median", median(speedups), "x")
+local single = {}
+for r = 1, RUNS do single[r] = timed(items, stream.map(cpu)) end
+figure("map_cpu_same_work", median(single), "s")
+
+-- Per-item overhead: a trivial fn.
+local trivial = range(TRIVIAL_ITEMS)
+local pr, mr = {}, {}
+for r = 1, RUNS do
+  local tp = timed(trivial, stream.parallel(2, function(x) return x + 1 end))
+  local tm = timed(trivial, stream.map(function(x) return x + 1 end))
+  pr[r], mr[r] = TRIVIAL_ITEMS / tp, TRIVIAL_ITEMS / tm
+end
+table.sort(pr)
+table.sort(mr)
+figure("parallel2_trivial_items", pr[#pr] / 1000, "k items/s")
+figure("map_trivial_items", mr[#mr] / 1000, "k items/s")
