@@ -1262,9 +1262,15 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+/* __close: the closing value of for-loops over r:chunks()/r:lines() (and `local s <close>`).
+ * A loop that ran to the end leaves the stream alone (a duplex may still be written to); a
+ * break or an error destroys it at once. */
 static int l_close_mm(lua_State *L) {
   lud_t *u = lua_touserdata(L, 1);
   if (u->ls == NULL) return 0;
+  if (lua_isnoneornil(L, 2) && (rill_stream_state(u->ls->s) & RILL_SS_READ_ENDED) &&
+      rill_stream_readable_length(u->ls->s) == 0)
+    return 0;
   ENTER(u->ls->B, L);
   rill_stream_destroy(u->ls->s, NULL);
   LEAVE(u->ls->B);

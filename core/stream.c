@@ -1403,7 +1403,9 @@ int rill_stream_end(rill_stream_t *s, rill_chunk_t *chunk, rill_write_cb cb, voi
   rill_err_t *err = NULL;
   if (chunk) {
     r = rill_stream_write(s, chunk, NULL, NULL);
-    if (r < 0) goto out; /* misuse: nothing else happens */
+    /* Misuse (write after end, a wrong chunk): nothing else happens. A destroyed stream is
+     * not misuse: cb below gets the error. */
+    if (r < 0 && r != RILL_ESTREAM_DESTROYED) goto out;
     r = 0;
   }
   if (!s->errored && !s->w.ending) {

@@ -211,6 +211,17 @@ describe("writable", function()
     assert.same({ "finish", "close" }, log)
   end)
 
+  it("close(chunk) on a destroyed stream does not raise: its callback gets the error", function()
+    local got
+    run(function()
+      local w = sink()
+      w:destroy()
+      w:close("late", function(e) got = e end)
+      rill.sleep(2)
+    end)
+    assert.equals("ERR_STREAM_DESTROYED", got.code)
+  end)
+
   it("destroy(e1), destroy(e2), destroy(): one error e1, one close, destroy hook once (4)", function()
     local log, hooks = nil, 0
     run(function()
@@ -718,6 +729,24 @@ describe("iterators", function()
       end
       assert.is_true(r.destroyed)
     end)
+  end)
+
+  it("a loop that reads a duplex to its end leaves the writable side open", function()
+    local wrote = {}
+    run(function()
+      local d = stream.duplex { read = function() end, write = function(_, c, done)
+        wrote[#wrote + 1] = tostring(c)
+        done()
+      end }
+      d:push("in")
+      d:push(nil)
+      for c in d:chunks() do assert.equals("in", tostring(c)) end
+      assert.is_false(d.destroyed)
+      d:close("reply")
+      rill.sleep(2)
+      assert.is_true(d.closed)
+    end)
+    assert.same({ "reply" }, wrote)
   end)
 
   it("an error in the stream is raised by the iterator", function()
