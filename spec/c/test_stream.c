@@ -5,6 +5,7 @@
 
 #include "buf.h"
 #include "error.h"
+#include "lines.h"
 #include "loop.h"
 #include "pipe.h"
 #include "stream.h"
@@ -1206,6 +1207,80 @@ static void test_err_objects(void) {
   finish_test();
 }
 
+/* The native lines transform: the same records however the input is cut. */
+static void lines_through(const char *input, size_t cut1, size_t cut2, const char *sep,
+                          char *out, size_t outcap) {
+  rill_stream_t *t;
+  CHECK_INT(rill_lines_new(&L, sep, sep ? strlen(sep) : 0, 0, &t), 0);
+  size_t n = strlen(input), cuts[3] = {cut1, cut2, n}, at = 0;
+  for (int k = 0; k < 3; k++) {
+    if (cuts[k] > at) {
+      rill_chunk_t c;
+      CHECK_INT(rill_chunk_from_bytes(&c, input + at, cuts[k] - at), 0);
+      CHECK(rill_stream_write(t, &c, NULL, NULL) >= 0);
+      at = cuts[k];
+    }
+  }
+  rill_stream_end(t, NULL, NULL, NULL);
+  size_t len = 0;
+  out[0] = 0;
+  for (;;) {
+    rill_chunk_t c;
+    int r = rill_stream_read(t, &c);
+    if (r == UV_EAGAIN) {
+      rill_loop_run(&L, UV_RUN_NOWAIT);
+      continue;
+    }
+    if (r == UV_EOF) break;
+    CHECK_INT(r, 0);
+    CHECK(c.ops == NULL);
+    len += (size_t)snprintf(out + len, outcap - len, "[%.*s]", (int)c.view.len,
+                            (const char *)rill_view_data(&c.view));
+    rill_chunk_release(&c);
+  }
+  CHECK(rill_stream_flags(t) & RILL_STREAM_RECORDS);
+  run();
+  rill_stream_unref(t);
+}
+
+static void test_lines_transform(void) {
+  reset();
+  static const struct {
+    const char *in, *sep, *want;
+  } cases[] = {
+      {"a\r\nb\n\nc", NULL, "[a][b][][c]"},
+      {"x\r\r\ny\r", NULL, "[x\r][y\r]"},
+      {"", NULL, ""},
+      {"\n", NULL, "[]"},
+      {"ab<-->cd<-->", "<-->", "[ab][cd]"},
+      {"<--<-->->", "<-->", "[<--][->]"},
+  };
+  char out[256];
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    size_t n = strlen(cases[k].in);
+    for (size_t i = 0; i <= n; i++)
+      for (size_t j = i; j <= n; j++) {
+        lines_through(cases[k].in, i, j, cases[k].sep, out, sizeof out);
+        CHECK_STR(out, cases[k].want);
+      }
+  }
+  rill_stream_t *t;
+  CHECK_INT(rill_lines_new(&L, "x", 0, 0, &t), UV_EINVAL);
+  CHECK_INT(rill_lines_new(&L, NULL, 3, 0, &t), UV_EINVAL);
+  /* max_len: a longer record fails the stream with ERR_LINE_TOO_LONG. */
+  CHECK_INT(rill_lines_new(&L, NULL, 0, 3, &t), 0);
+  rill_stream_set_hook(t, log_hook, NULL);
+  rill_stream_watch(t, RILL_EV_DATA, +1);
+  run(); /* flowing from here: records go out as they are made */
+  rill_chunk_t c;
+  chunk_str(&c, "ok\ntoolong\n");
+  rill_stream_write(t, &c, NULL, NULL);
+  run();
+  CHECK_LOG("data(ok) error(ERR_LINE_TOO_LONG) close");
+  rill_stream_unref(t);
+  finish_test();
+}
+
 int main(void) {
   RUN(test_err_objects);
   RUN(test_readable_order);
@@ -1242,6 +1317,7 @@ int main(void) {
   RUN(test_listener_removal_during_emit);
   RUN(test_take_stops_endless);
   RUN(test_memory_source);
+  RUN(test_lines_transform);
   RUN(test_write_error_sync);
   RUN(test_many_tiny_chunks);
   fprintf(stderr, "all stream tests passed\n");
