@@ -226,8 +226,8 @@ RILL_API rill_engine *rill_new_ex(uv_loop_t *loop, const rill_options *opts) {
   e->L = luaL_newstate();
   if (e->L == NULL) goto fail;
   lua_setallocf(e->L, engine_alloc, e);
-  atomic_init(&e->heap, (size_t)lua_gc(e->L, LUA_GCCOUNT, 0) * 1024 +
-                           (size_t)lua_gc(e->L, LUA_GCCOUNTB, 0));
+  atomic_init(&e->heap,
+              (size_t)lua_gc(e->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(e->L, LUA_GCCOUNTB, 0));
   if (e->opts.max_memory && heap_bytes(e) > e->opts.max_memory) goto fail;
   /* Every thread copies the main thread's extra space: the hook finds the engine there. */
   *(rill_engine **)lua_getextraspace(e->L) = e;
@@ -388,7 +388,7 @@ RILL_API size_t rill_memory(rill_engine *e) {
 
 RILL_API void rill_free(rill_engine *e) {
   if (e == NULL) return;
-  lua_close(e->L); /* its anchor closes every handle the engine opened */
+  lua_close(e->L);                    /* its anchor closes every handle the engine opened */
   rill_slab_account_release(e->acct); /* freed once no slab is charged to it */
   free((void *)e->opts.deny_modules);
   free(e->errmsg);

@@ -56,8 +56,10 @@ static void deny_library(lua_State *L, const char *name, const char *const *keep
   lua_getglobal(L, name);
   push_deny_table(L, name);
   for (; keep && *keep; keep++) {
-    if (lua_istable(L, -2)) lua_getfield(L, -2, *keep);
-    else lua_pushnil(L);
+    if (lua_istable(L, -2))
+      lua_getfield(L, -2, *keep);
+    else
+      lua_pushnil(L);
     lua_setfield(L, -2, *keep); /* stub[k] = original[k] */
   }
   lua_remove(L, -2);
@@ -135,8 +137,8 @@ static int search_text(lua_State *L) {
   lua_getfield(L, lua_upvalueindex(1), "searchpath");
   lua_pushstring(L, name);
   lua_getfield(L, lua_upvalueindex(1), "path");
-  lua_call(L, 2, 2); /* package.searchpath(name, package.path) */
-  if (lua_isnil(L, -2)) return 1;      /* the "no file ..." list */
+  lua_call(L, 2, 2);              /* package.searchpath(name, package.path) */
+  if (lua_isnil(L, -2)) return 1; /* the "no file ..." list */
   const char *file = lua_tostring(L, -2);
   if (luaL_loadfilex(L, file, "t") != LUA_OK) {
     return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
@@ -245,16 +247,16 @@ static int rill_index(lua_State *L) {
   }
   lua_pop(L, 1);
   switch (lua_type(L, lua_upvalueindex(2))) {
-  case LUA_TNIL:
-    return 0;
-  case LUA_TFUNCTION:
-    lua_pushvalue(L, lua_upvalueindex(2));
-    lua_insert(L, 1);
-    lua_call(L, 2, 1);
-    return 1;
-  default:
-    lua_gettable(L, lua_upvalueindex(2));
-    return 1;
+    case LUA_TNIL:
+      return 0;
+    case LUA_TFUNCTION:
+      lua_pushvalue(L, lua_upvalueindex(2));
+      lua_insert(L, 1);
+      lua_call(L, 2, 1);
+      return 1;
+    default:
+      lua_gettable(L, lua_upvalueindex(2));
+      return 1;
   }
 }
 

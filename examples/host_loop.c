@@ -28,13 +28,15 @@ int main(void) {
   uv_timer_start(&deadline, host_deadline, 200, 0);
 
   rill_engine *e = rill_new(&loop); /* the engine runs on the host's loop */
-  int status = rill_dostring(e, "local n = 0\n"
-                                "rill.interval(10, function() n = n + 1 end)\n"
-                                "rill.spawn(function()\n"
-                                "  for i = 1, 3 do rill.sleep(20); print('engine: task step ' .. i) end\n"
-                                "end)\n"
-                                "rill.timeout(100, function() print('engine: timeout, interval ran', n > 3) end)\n"
-                                "rill.spawn(function() rill.sleep(60000) end) -- still waiting at the end\n");
+  int status = rill_dostring(
+      e,
+      "local n = 0\n"
+      "rill.interval(10, function() n = n + 1 end)\n"
+      "rill.spawn(function()\n"
+      "  for i = 1, 3 do rill.sleep(20); print('engine: task step ' .. i) end\n"
+      "end)\n"
+      "rill.timeout(100, function() print('engine: timeout, interval ran', n > 3) end)\n"
+      "rill.spawn(function() rill.sleep(60000) end) -- still waiting at the end\n");
   if (status != RILL_OK) {
     fprintf(stderr, "%s\n", rill_errmsg(e));
     return 1;

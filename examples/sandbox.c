@@ -10,9 +10,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   rill_options opts = {0};
-  opts.deny = RILL_DENY_ALL;           /* no files, processes, network, io, os, debug, ... */
-  opts.max_memory = 16 << 20;          /* bytes of Lua heap */
-  opts.max_instructions = 10000000;    /* per turn of the loop */
+  opts.deny = RILL_DENY_ALL;        /* no files, processes, network, io, os, debug, ... */
+  opts.max_memory = 16 << 20;       /* bytes of Lua heap */
+  opts.max_instructions = 10000000; /* per turn of the loop */
   rill_engine *e = rill_new_ex(NULL, &opts);
   if (e == NULL) return 1;
   int status = rill_dostring(e, argv[1]);

@@ -15,13 +15,15 @@ static void *worker(void *arg) {
   lua_pushinteger(L, id);
   lua_setglobal(L, "id");
   /* Tasks that sleep and join: the engine's loop interleaves them within this thread. */
-  int status = rill_dostring(e, "local tasks = {}\n"
-                                "for i = 1, 100 do\n"
-                                "  tasks[i] = rill.spawn(function() rill.sleep(i % 7); return i * id end)\n"
-                                "end\n"
-                                "local sum = 0\n"
-                                "for i = 1, 100 do sum = sum + tasks[i]:join() end\n"
-                                "result = sum");
+  int status =
+      rill_dostring(e,
+                    "local tasks = {}\n"
+                    "for i = 1, 100 do\n"
+                    "  tasks[i] = rill.spawn(function() rill.sleep(i % 7); return i * id end)\n"
+                    "end\n"
+                    "local sum = 0\n"
+                    "for i = 1, 100 do sum = sum + tasks[i]:join() end\n"
+                    "result = sum");
   if (status == RILL_OK) status = rill_run(e, RILL_RUN_DEFAULT);
   lua_getglobal(L, "result");
   long long got = lua_tointeger(L, -1);

@@ -31,14 +31,14 @@ enum { RILL_OK = 0, RILL_ERRSYNTAX = 1, RILL_ERRRUN = 2, RILL_ERRFILE = 3, RILL_
  * Using a denied part raises an error whose message is "<name>: denied by the engine's sandbox"
  * (an error value with code "ERR_ACCESS_DENIED" for rill's parts). */
 enum {
-  RILL_DENY_FS = 1 << 0,       /* rill.fs */
-  RILL_DENY_PROCESS = 1 << 1,  /* rill.process */
-  RILL_DENY_NET = 1 << 2,      /* rill.net and rill.udp */
-  RILL_DENY_HTTP = 1 << 3,     /* rill.http */
-  RILL_DENY_STDIO = 1 << 4,    /* rill.stdin, rill.stdout, rill.stderr (print stays) */
-  RILL_DENY_SIGNAL = 1 << 5,   /* rill.on_signal: signals belong to the whole process */
-  RILL_DENY_IO = 1 << 6,       /* Lua's io, dofile, loadfile, and require of Lua files on disk */
-  RILL_DENY_OS = 1 << 7,       /* os.execute/remove/rename/exit/getenv/tmpname/setlocale, rill.env */
+  RILL_DENY_FS = 1 << 0,      /* rill.fs */
+  RILL_DENY_PROCESS = 1 << 1, /* rill.process */
+  RILL_DENY_NET = 1 << 2,     /* rill.net and rill.udp */
+  RILL_DENY_HTTP = 1 << 3,    /* rill.http */
+  RILL_DENY_STDIO = 1 << 4,   /* rill.stdin, rill.stdout, rill.stderr (print stays) */
+  RILL_DENY_SIGNAL = 1 << 5,  /* rill.on_signal: signals belong to the whole process */
+  RILL_DENY_IO = 1 << 6,      /* Lua's io, dofile, loadfile, and require of Lua files on disk */
+  RILL_DENY_OS = 1 << 7,      /* os.execute/remove/rename/exit/getenv/tmpname/setlocale, rill.env */
   RILL_DENY_CMODULES = 1 << 8, /* package.loadlib and require of C modules */
   RILL_DENY_BYTECODE = 1 << 9, /* loading binary (precompiled) chunks: load, loadfile, dofile */
   RILL_DENY_DEBUG = 1 << 10,   /* the debug library, but for debug.traceback */
@@ -46,8 +46,8 @@ enum {
   RILL_DENY_MODULES = RILL_DENY_FS | RILL_DENY_PROCESS | RILL_DENY_NET | RILL_DENY_HTTP |
                       RILL_DENY_STDIO | RILL_DENY_SIGNAL,
   /* Every part of Lua's own libraries that reaches the system or escapes the sandbox. */
-  RILL_DENY_LUA = RILL_DENY_IO | RILL_DENY_OS | RILL_DENY_CMODULES | RILL_DENY_BYTECODE |
-                  RILL_DENY_DEBUG,
+  RILL_DENY_LUA =
+      RILL_DENY_IO | RILL_DENY_OS | RILL_DENY_CMODULES | RILL_DENY_BYTECODE | RILL_DENY_DEBUG,
   RILL_DENY_ALL = RILL_DENY_MODULES | RILL_DENY_LUA
 };
 

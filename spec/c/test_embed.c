@@ -82,8 +82,9 @@ static void test_argv(void) {
   rill_engine *e = rill_new(NULL);
   char *argv[] = {"script.lua", "a", "b"};
   rill_set_argv(e, 3, argv);
-  CHECK_INT(rill_dostring(e, "assert(rill.argv[0] == 'script.lua' and rill.argv[2] == 'b')"
-                             "assert(arg[1] == 'a')"),
+  CHECK_INT(rill_dostring(e,
+                          "assert(rill.argv[0] == 'script.lua' and rill.argv[2] == 'b')"
+                          "assert(arg[1] == 'a')"),
             RILL_OK);
   rill_free(e);
 }
@@ -92,10 +93,12 @@ static void test_argv(void) {
  * immediate runs on the next turn, so each turn advances the chain by one. */
 static void test_run_modes(void) {
   rill_engine *e = rill_new(NULL);
-  CHECK_INT(rill_dostring(e, "n = 0\n"
-                             "local function step() n = n + 1; if n < 3 then rill.immediate(step) end end\n"
-                             "rill.immediate(step)"),
-            RILL_OK);
+  CHECK_INT(
+      rill_dostring(e,
+                    "n = 0\n"
+                    "local function step() n = n + 1; if n < 3 then rill.immediate(step) end end\n"
+                    "rill.immediate(step)"),
+      RILL_OK);
   CHECK(rill_alive(e));
   CHECK_INT(rill_run(e, RILL_RUN_NOWAIT), RILL_OK);
   CHECK_INT(global_int(e, "n"), 1);
@@ -124,12 +127,13 @@ static void test_host_loop(void) {
   uv_timer_start(&ht, host_tick, 1, 1);
   rill_engine *e = rill_new(&loop);
   CHECK(rill_loop(e) == &loop);
-  CHECK_INT(rill_dostring(e, "fired = 0\n"
-                             "rill.timeout(5, function() fired = fired + 1 end)\n"
-                             "rill.interval(1000, function() end)\n"
-                             "rill.spawn(function() rill.sleep(1e6) end)\n"
-                             "rill.spawn(function() rill.sleep(2); slept = 1 end)\n"
-                             "rill.immediate(function() imm = 1 end)"),
+  CHECK_INT(rill_dostring(e,
+                          "fired = 0\n"
+                          "rill.timeout(5, function() fired = fired + 1 end)\n"
+                          "rill.interval(1000, function() end)\n"
+                          "rill.spawn(function() rill.sleep(1e6) end)\n"
+                          "rill.spawn(function() rill.sleep(2); slept = 1 end)\n"
+                          "rill.immediate(function() imm = 1 end)"),
             RILL_OK);
   /* The host drives its loop itself; the engine's timers run next to the host's. */
   while (global_int(e, "fired") == 0) uv_run(&loop, UV_RUN_ONCE);
@@ -152,8 +156,9 @@ static void test_host_loop_error(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   rill_engine *e = rill_new(&loop);
-  CHECK_INT(rill_dostring(e, "rill.timeout(1, function() error('in host loop') end)"
-                             "rill.interval(50, function() end)"),
+  CHECK_INT(rill_dostring(e,
+                          "rill.timeout(1, function() error('in host loop') end)"
+                          "rill.interval(50, function() end)"),
             RILL_OK);
   uv_run(&loop, UV_RUN_DEFAULT); /* returns: uv_stop */
   CHECK_INT(rill_status(e), RILL_ERRRUN);
@@ -194,12 +199,13 @@ static void *thread_main(void *arg) {
     lua_State *L = rill_lua(e);
     lua_pushinteger(L, id);
     lua_setglobal(L, "id");
-    int r = rill_dostring(e, "local sum = 0\n"
-                             "local ts = {}\n"
-                             "for i = 1, 10 do ts[i] = rill.spawn(function() rill.sleep(i % 3)\n"
-                             "  return i * id end) end\n"
-                             "for i = 1, 10 do sum = sum + ts[i]:join() end\n"
-                             "result = sum");
+    int r = rill_dostring(e,
+                          "local sum = 0\n"
+                          "local ts = {}\n"
+                          "for i = 1, 10 do ts[i] = rill.spawn(function() rill.sleep(i % 3)\n"
+                          "  return i * id end) end\n"
+                          "for i = 1, 10 do sum = sum + ts[i]:join() end\n"
+                          "result = sum");
     if (r == RILL_OK) r = rill_run(e, RILL_RUN_DEFAULT);
     long long got = global_int(e, "result");
     rill_free(e);
@@ -210,7 +216,8 @@ static void *thread_main(void *arg) {
 
 static void test_threads(void) {
   pthread_t t[4];
-  for (long i = 0; i < 4; i++) CHECK_INT(pthread_create(&t[i], NULL, thread_main, (void *)(i + 1)), 0);
+  for (long i = 0; i < 4; i++)
+    CHECK_INT(pthread_create(&t[i], NULL, thread_main, (void *)(i + 1)), 0);
   for (int i = 0; i < 4; i++) {
     void *res;
     pthread_join(t[i], &res);
@@ -228,16 +235,17 @@ static void test_plain_lua_state(void) {
   lua_setfield(L, -2, "rill");
   lua_pop(L, 1);
   /* Live timers, an interval, a waiting task and a signal handler when the state closes. */
-  CHECK_INT(luaL_dostring(L, "local rill = require 'rill'\n"
-                             "n = 0\n"
-                             "rill.timeout(1, function() n = n + 1 end)\n"
-                             "rill.run()\n"
-                             "assert(n == 1)\n"
-                             "rill.timeout(60000, print)\n"
-                             "rill.interval(5, print)\n"
-                             "rill.spawn(function() rill.sleep(60000) end)\n"
-                             "rill.on_signal('SIGUSR2', print)\n"
-                             "local b = rill.buffer.alloc(100000)"),
+  CHECK_INT(luaL_dostring(L,
+                          "local rill = require 'rill'\n"
+                          "n = 0\n"
+                          "rill.timeout(1, function() n = n + 1 end)\n"
+                          "rill.run()\n"
+                          "assert(n == 1)\n"
+                          "rill.timeout(60000, print)\n"
+                          "rill.interval(5, print)\n"
+                          "rill.spawn(function() rill.sleep(60000) end)\n"
+                          "rill.on_signal('SIGUSR2', print)\n"
+                          "local b = rill.buffer.alloc(100000)"),
             LUA_OK);
   lua_close(L);
 }

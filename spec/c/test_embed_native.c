@@ -135,29 +135,31 @@ static void test_register(void) {
 static void test_in_pipelines(void) {
   frees = 0;
   rill_engine *e = engine(NULL);
-  run_ok(e, "local stream = rill.stream\n"
-            /* pipe and collect, strings and buffers in */
-            "local out = stream.from('hello world'):pipe(rill.native.upper()):collect()\n"
-            "assert(tostring(out) == 'HELLO WORLD', tostring(out))\n"
-            /* a pipeline of several native and Lua stages */
-            "local got = {}\n"
-            "local sink = stream.writable{write = function(self, c, done) got[#got + 1] = tostring(c); done() end}\n"
-            "local ok, err = stream.pipeline(stream.from({'a stream ', 'of ', 'words'}),\n"
-            "  rill.native.novowels(), stream.map(function(c) return tostring(c) end),\n"
-            "  rill.native.upper(), sink)\n"
-            "assert(ok, tostring(err))\n"
-            "assert(table.concat(got) == ' STRM F WRDS', table.concat(got))\n"
-            /* state, flush, arg, options */
-            "out = stream.from('12345'):pipe(rill.native.count()):collect()\n"
-            "assert(tostring(out) == 'total: 5 bytes\\n', tostring(out))\n"
-            "out = stream.from('xy'):pipe(rill.native.count{times = 2}):collect()\n"
-            "assert(tostring(out) == 'total: 2 bytes\\ntotal: 2 bytes\\n', tostring(out))\n"
-            /* written into directly, read with read() */
-            "local t = rill.native.upper()\n"
-            "t:write('abc'); t:write(rill.buffer.from('def')); t:close()\n"
-            "local acc = {}\n"
-            "for c in t:chunks() do acc[#acc + 1] = tostring(c) end\n"
-            "assert(table.concat(acc) == 'ABCDEF', table.concat(acc))");
+  run_ok(e,
+         "local stream = rill.stream\n"
+         /* pipe and collect, strings and buffers in */
+         "local out = stream.from('hello world'):pipe(rill.native.upper()):collect()\n"
+         "assert(tostring(out) == 'HELLO WORLD', tostring(out))\n"
+         /* a pipeline of several native and Lua stages */
+         "local got = {}\n"
+         "local sink = stream.writable{write = function(self, c, done) got[#got + 1] = "
+         "tostring(c); done() end}\n"
+         "local ok, err = stream.pipeline(stream.from({'a stream ', 'of ', 'words'}),\n"
+         "  rill.native.novowels(), stream.map(function(c) return tostring(c) end),\n"
+         "  rill.native.upper(), sink)\n"
+         "assert(ok, tostring(err))\n"
+         "assert(table.concat(got) == ' STRM F WRDS', table.concat(got))\n"
+         /* state, flush, arg, options */
+         "out = stream.from('12345'):pipe(rill.native.count()):collect()\n"
+         "assert(tostring(out) == 'total: 5 bytes\\n', tostring(out))\n"
+         "out = stream.from('xy'):pipe(rill.native.count{times = 2}):collect()\n"
+         "assert(tostring(out) == 'total: 2 bytes\\ntotal: 2 bytes\\n', tostring(out))\n"
+         /* written into directly, read with read() */
+         "local t = rill.native.upper()\n"
+         "t:write('abc'); t:write(rill.buffer.from('def')); t:close()\n"
+         "local acc = {}\n"
+         "for c in t:chunks() do acc[#acc + 1] = tostring(c) end\n"
+         "assert(table.concat(acc) == 'ABCDEF', table.concat(acc))");
   rill_free(e);
   CHECK_INT(frees, 2); /* both count instances, once each */
 }
@@ -165,24 +167,25 @@ static void test_in_pipelines(void) {
 static void test_errors(void) {
   frees = 0;
   rill_engine *e = engine(NULL);
-  run_ok(e, "local stream = rill.stream\n"
-            "local ok, err = stream.pipeline(stream.from({'fine ', 'bad!'}), rill.native.fail(),\n"
-            "  stream.writable{write = function(self, c, done) done() end})\n"
-            "assert(not ok)\n"
-            "assert(err.code == 'ERR_CALLBACK', err.code)\n"
-            "assert(err.message == 'rill.native.fail: bad byte at offset 3', err.message)\n"
-            "assert(tostring(err):find('rill.native.fail: bad byte at offset 3', 1, true))\n"
-            /* an error from flush, with the code's own message */
-            "ok, err = stream.pipeline(stream.from('fine'), rill.native.fail(),\n"
-            "  stream.writable{write = function(self, c, done) done() end})\n"
-            "assert(not ok and err.code == 'EPIPE', tostring(err))\n"
-            "assert(err.message:find('^rill.native.fail: '), err.message)\n"
-            /* init: a Lua error from luaL_check*, and an error code with a message */
-            "local ok2, e2 = pcall(rill.native.count, 'not a table')\n"
-            "assert(not ok2 and tostring(e2):find('table expected'), tostring(e2))\n"
-            "ok2, e2 = pcall(rill.native.count, {times = 99})\n"
-            "assert(not ok2 and e2.code == 'EINVAL', tostring(e2))\n"
-            "assert(e2.message == 'rill.native.count: times must be between 1 and 10', e2.message)");
+  run_ok(e,
+         "local stream = rill.stream\n"
+         "local ok, err = stream.pipeline(stream.from({'fine ', 'bad!'}), rill.native.fail(),\n"
+         "  stream.writable{write = function(self, c, done) done() end})\n"
+         "assert(not ok)\n"
+         "assert(err.code == 'ERR_CALLBACK', err.code)\n"
+         "assert(err.message == 'rill.native.fail: bad byte at offset 3', err.message)\n"
+         "assert(tostring(err):find('rill.native.fail: bad byte at offset 3', 1, true))\n"
+         /* an error from flush, with the code's own message */
+         "ok, err = stream.pipeline(stream.from('fine'), rill.native.fail(),\n"
+         "  stream.writable{write = function(self, c, done) done() end})\n"
+         "assert(not ok and err.code == 'EPIPE', tostring(err))\n"
+         "assert(err.message:find('^rill.native.fail: '), err.message)\n"
+         /* init: a Lua error from luaL_check*, and an error code with a message */
+         "local ok2, e2 = pcall(rill.native.count, 'not a table')\n"
+         "assert(not ok2 and tostring(e2):find('table expected'), tostring(e2))\n"
+         "ok2, e2 = pcall(rill.native.count, {times = 99})\n"
+         "assert(not ok2 and e2.code == 'EINVAL', tostring(e2))\n"
+         "assert(e2.message == 'rill.native.count: times must be between 1 and 10', e2.message)");
   CHECK_INT(frees, 2); /* the failed inits freed their state at once */
   rill_free(e);
 }
@@ -192,12 +195,13 @@ static void test_zero_copy(void) {
   rill_engine *e = engine(NULL);
   run_ok(e, "big = rill.buffer.alloc(8 << 20, ('x'):byte())\n");
   size_t before = rill_slab_mallocs();
-  run_ok(e, "local stream = rill.stream\n"
-            "local n, chunks = 0, 0\n"
-            "local sink = stream.writable{write = function(self, c, done)\n"
-            "  n = n + #c; chunks = chunks + 1; done() end}\n"
-            "assert(stream.pipeline(stream.from(big), rill.native.novowels(), sink))\n"
-            "assert(n == 8 << 20 and chunks >= 128, n .. ' ' .. chunks)");
+  run_ok(e,
+         "local stream = rill.stream\n"
+         "local n, chunks = 0, 0\n"
+         "local sink = stream.writable{write = function(self, c, done)\n"
+         "  n = n + #c; chunks = chunks + 1; done() end}\n"
+         "assert(stream.pipeline(stream.from(big), rill.native.novowels(), sink))\n"
+         "assert(n == 8 << 20 and chunks >= 128, n .. ' ' .. chunks)");
   size_t made = rill_slab_mallocs() - before;
   if (made > 8) {
     fprintf(stderr, "%zu slabs made for 128 chunks passed through\n", made);
@@ -211,16 +215,17 @@ static void test_lifetimes_and_sandbox(void) {
   frees = 0;
   rill_options o = {.deny = RILL_DENY_ALL, .max_memory = 8 << 20};
   rill_engine *e = engine(&o);
-  run_ok(e, "keep = rill.native.count()\n"
-            "keep:write('abc')\n"
-            "local out = rill.stream.from('sandboxed'):pipe(rill.native.upper()):collect()\n"
-            "assert(tostring(out) == 'SANDBOXED')\n"
-            "rill.native.count():destroy()\n"
-            "local half = rill.native.count(); half:write('x')\n"
-            "rill.sleep(5)\n"
-            "half:destroy(); keep:destroy(); keep = nil\n"
-            "rill.native.count() -- dropped at once\n"
-            "collectgarbage(); collectgarbage()");
+  run_ok(e,
+         "keep = rill.native.count()\n"
+         "keep:write('abc')\n"
+         "local out = rill.stream.from('sandboxed'):pipe(rill.native.upper()):collect()\n"
+         "assert(tostring(out) == 'SANDBOXED')\n"
+         "rill.native.count():destroy()\n"
+         "local half = rill.native.count(); half:write('x')\n"
+         "rill.sleep(5)\n"
+         "half:destroy(); keep:destroy(); keep = nil\n"
+         "rill.native.count() -- dropped at once\n"
+         "collectgarbage(); collectgarbage()");
   CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK);
   lua_gc(rill_lua(e), LUA_GCCOLLECT);
   CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK);

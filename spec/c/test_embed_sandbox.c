@@ -7,12 +7,12 @@
 #include "test.h"
 
 /* Runs code in e and checks that it succeeds (the code makes its own assertions). */
-#define OK(e, code)                                                                      \
-  do {                                                                                   \
-    int r_ = rill_dostring(e, code);                                                     \
-    if (r_ == RILL_OK) r_ = rill_run(e, RILL_RUN_DEFAULT);                               \
+#define OK(e, code)                                                                    \
+  do {                                                                                 \
+    int r_ = rill_dostring(e, code);                                                   \
+    if (r_ == RILL_OK) r_ = rill_run(e, RILL_RUN_DEFAULT);                             \
     if (r_ != RILL_OK) fprintf(stderr, "%s\n", rill_errmsg(e) ? rill_errmsg(e) : "?"); \
-    CHECK_INT(r_, RILL_OK);                                                              \
+    CHECK_INT(r_, RILL_OK);                                                            \
   } while (0)
 
 /* Runs code in e and checks that it fails with a message containing want. */
@@ -64,24 +64,25 @@ static void test_options_checked(void) {
 static void test_deny_modules(void) {
   rill_options o = {.deny = RILL_DENY_MODULES};
   rill_engine *e = sandboxed(&o);
-  OK(e, "denied(function() return rill.fs end, 'rill.fs')\n"
-        "denied(function() return rill.process end, 'rill.process')\n"
-        "denied(function() return rill.net end, 'rill.net')\n"
-        "denied(function() return rill.udp end, 'rill.udp')\n"
-        "denied(function() return rill.http end, 'rill.http')\n"
-        "denied(function() return rill.stdout end, 'rill.stdout')\n"
-        "denied(function() return rill.stdin end, 'rill.stdin')\n"
-        "denied(function() return rill.on_signal end, 'rill.on_signal')\n"
-        "denied(function() return require 'rill.fs' end, 'rill.fs')\n"
-        "denied(function() return require 'rill._fs' end, 'rill._fs')\n"
-        "denied(function() return require 'rill.http' end, 'rill.http')\n"
-        "denied(function() return require 'rill.process' end, 'rill.process')\n"
-        /* what is not denied still works */
-        "assert(rill.buffer.alloc(3):tostring('hex') == '000000')\n"
-        "assert(rill.env and io and os.getenv)\n"
-        "rill.sleep(1)\n"
-        /* the sandbox's metatable wrapper passes unknown keys through */
-        "assert(rill.no_such_module == nil)");
+  OK(e,
+     "denied(function() return rill.fs end, 'rill.fs')\n"
+     "denied(function() return rill.process end, 'rill.process')\n"
+     "denied(function() return rill.net end, 'rill.net')\n"
+     "denied(function() return rill.udp end, 'rill.udp')\n"
+     "denied(function() return rill.http end, 'rill.http')\n"
+     "denied(function() return rill.stdout end, 'rill.stdout')\n"
+     "denied(function() return rill.stdin end, 'rill.stdin')\n"
+     "denied(function() return rill.on_signal end, 'rill.on_signal')\n"
+     "denied(function() return require 'rill.fs' end, 'rill.fs')\n"
+     "denied(function() return require 'rill._fs' end, 'rill._fs')\n"
+     "denied(function() return require 'rill.http' end, 'rill.http')\n"
+     "denied(function() return require 'rill.process' end, 'rill.process')\n"
+     /* what is not denied still works */
+     "assert(rill.buffer.alloc(3):tostring('hex') == '000000')\n"
+     "assert(rill.env and io and os.getenv)\n"
+     "rill.sleep(1)\n"
+     /* the sandbox's metatable wrapper passes unknown keys through */
+     "assert(rill.no_such_module == nil)");
   /* An uncaught denial reaches the host with its message. */
   fails(e, "local fs = rill.fs", "rill.fs: denied by the engine's sandbox");
   rill_free(e);
@@ -91,57 +92,59 @@ static void test_deny_named_modules(void) {
   const char *const extra[] = {"buffer", "zlib", NULL};
   rill_options o = {.deny_modules = extra};
   rill_engine *e = sandboxed(&o);
-  OK(e, "denied(function() return rill.buffer end, 'rill.buffer')\n"
-        "denied(function() return require 'rill.buffer' end, 'rill.buffer')\n"
-        "denied(function() return rill.zlib end, 'rill.zlib')\n"
-        "assert(rill.spawn and rill.timeout)");
+  OK(e,
+     "denied(function() return rill.buffer end, 'rill.buffer')\n"
+     "denied(function() return require 'rill.buffer' end, 'rill.buffer')\n"
+     "denied(function() return rill.zlib end, 'rill.zlib')\n"
+     "assert(rill.spawn and rill.timeout)");
   rill_free(e);
 }
 
 static void test_deny_lua_parts(void) {
   rill_options o = {.deny = RILL_DENY_LUA};
   rill_engine *e = sandboxed(&o);
-  OK(e, "denied(function() return io.open('/etc/passwd') end, 'io.open')\n"
-        "denied(function() return require('io').lines end, 'io.lines')\n"
-        "denied(function() return dofile('/etc/passwd') end, 'dofile')\n"
-        "denied(function() return loadfile('/etc/passwd') end, 'loadfile')\n"
-        "denied(function() return os.execute('true') end, 'os.execute')\n"
-        "denied(function() return os.remove('/tmp/x') end, 'os.remove')\n"
-        "denied(function() return os.rename('/tmp/x', '/tmp/y') end, 'os.rename')\n"
-        "denied(function() return os.exit(3) end, 'os.exit')\n"
-        "denied(function() return os.getenv('HOME') end, 'os.getenv')\n"
-        "denied(function() return os.tmpname() end, 'os.tmpname')\n"
-        "denied(function() return rill.env end, 'rill.env')\n"
-        "denied(function() return package.loadlib('libc.so.6', 'puts') end, 'package.loadlib')\n"
-        "denied(function() return debug.getinfo(1) end, 'debug.getinfo')\n"
-        "denied(function() return require('debug').sethook end, 'debug.sethook')\n"
-        "denied(function() return debug.getregistry() end, 'debug.getregistry')\n"
-        "denied(function() return debug.getupvalue(print, 1) end, 'debug.getupvalue')\n"
-        "assert(debug.traceback('x'):find('^x\\nstack traceback'))\n"
-        /* rill's own Lua modules still load (rill.stream keeps debug.traceback) */
-        "assert(tostring(rill.stream.from('x'):collect()) == 'x')\n"
-        /* the harmless parts of os stay */
-        "assert(os.time() and os.clock() and os.date('%Y'))\n"
-        /* require: preload works, Lua files and C modules say why they are not looked up */
-        "assert(require('rill.buffer') == rill.buffer)\n"
-        "local ok, err = pcall(require, 'socket')\n"
-        "assert(not ok and err:find('require of Lua files: denied by the engine\\'s sandbox', 1, "
-        "true), err)\n"
-        "assert(err:find('require of C modules: denied by the engine\\'s sandbox', 1, true), err)\n"
-        /* binary chunks: load says so; text chunks still load */
-        "local f, msg = load(string.dump(function() return 1 end))\n"
-        "assert(f == nil and msg:find('binary chunks: denied by the engine\\'s sandbox', 1, true), "
-        "msg)\n"
-        "f, msg = load(string.dump(function() return 1 end), 'x', 'b')\n"
-        "assert(f == nil and msg:find('binary chunks: denied', 1, true), msg)\n"
-        "local parts = { string.dump(function() return 1 end) }\n"
-        "f, msg = load(function() return table.remove(parts) end)\n"
-        "assert(f == nil and msg:find('binary chunks: denied', 1, true), msg)\n"
-        "assert(load('return 40 + 2')() == 42)\n"
-        "assert(load('return x', 'n', 't', {x = 5})() == 5)\n"
-        /* the stub libraries cannot be opened up */
-        "assert(getmetatable(io) == 'denied')\n"
-        "assert(not pcall(setmetatable, io, {}))");
+  OK(e,
+     "denied(function() return io.open('/etc/passwd') end, 'io.open')\n"
+     "denied(function() return require('io').lines end, 'io.lines')\n"
+     "denied(function() return dofile('/etc/passwd') end, 'dofile')\n"
+     "denied(function() return loadfile('/etc/passwd') end, 'loadfile')\n"
+     "denied(function() return os.execute('true') end, 'os.execute')\n"
+     "denied(function() return os.remove('/tmp/x') end, 'os.remove')\n"
+     "denied(function() return os.rename('/tmp/x', '/tmp/y') end, 'os.rename')\n"
+     "denied(function() return os.exit(3) end, 'os.exit')\n"
+     "denied(function() return os.getenv('HOME') end, 'os.getenv')\n"
+     "denied(function() return os.tmpname() end, 'os.tmpname')\n"
+     "denied(function() return rill.env end, 'rill.env')\n"
+     "denied(function() return package.loadlib('libc.so.6', 'puts') end, 'package.loadlib')\n"
+     "denied(function() return debug.getinfo(1) end, 'debug.getinfo')\n"
+     "denied(function() return require('debug').sethook end, 'debug.sethook')\n"
+     "denied(function() return debug.getregistry() end, 'debug.getregistry')\n"
+     "denied(function() return debug.getupvalue(print, 1) end, 'debug.getupvalue')\n"
+     "assert(debug.traceback('x'):find('^x\\nstack traceback'))\n"
+     /* rill's own Lua modules still load (rill.stream keeps debug.traceback) */
+     "assert(tostring(rill.stream.from('x'):collect()) == 'x')\n"
+     /* the harmless parts of os stay */
+     "assert(os.time() and os.clock() and os.date('%Y'))\n"
+     /* require: preload works, Lua files and C modules say why they are not looked up */
+     "assert(require('rill.buffer') == rill.buffer)\n"
+     "local ok, err = pcall(require, 'socket')\n"
+     "assert(not ok and err:find('require of Lua files: denied by the engine\\'s sandbox', 1, "
+     "true), err)\n"
+     "assert(err:find('require of C modules: denied by the engine\\'s sandbox', 1, true), err)\n"
+     /* binary chunks: load says so; text chunks still load */
+     "local f, msg = load(string.dump(function() return 1 end))\n"
+     "assert(f == nil and msg:find('binary chunks: denied by the engine\\'s sandbox', 1, true), "
+     "msg)\n"
+     "f, msg = load(string.dump(function() return 1 end), 'x', 'b')\n"
+     "assert(f == nil and msg:find('binary chunks: denied', 1, true), msg)\n"
+     "local parts = { string.dump(function() return 1 end) }\n"
+     "f, msg = load(function() return table.remove(parts) end)\n"
+     "assert(f == nil and msg:find('binary chunks: denied', 1, true), msg)\n"
+     "assert(load('return 40 + 2')() == 42)\n"
+     "assert(load('return x', 'n', 't', {x = 5})() == 5)\n"
+     /* the stub libraries cannot be opened up */
+     "assert(getmetatable(io) == 'denied')\n"
+     "assert(not pcall(setmetatable, io, {}))");
   fails(e, "os.exit(1)", "os.exit: denied by the engine's sandbox");
   rill_free(e);
 }
@@ -205,10 +208,11 @@ static void test_memory_cap(void) {
   /* One big string. */
   fails(e, "local s = ('x'):rep(8 << 20)", "memory cap reached");
   /* A script can catch the error, and the engine keeps working afterwards. */
-  OK(e, "local ok, err = pcall(function() return ('x'):rep(8 << 20) end)\n"
-        "assert(not ok and err:find('not enough memory'))\n"
-        "local s = ('y'):rep(1 << 20)\n"
-        "assert(#s == 1 << 20)");
+  OK(e,
+     "local ok, err = pcall(function() return ('x'):rep(8 << 20) end)\n"
+     "assert(not ok and err:find('not enough memory'))\n"
+     "local s = ('y'):rep(1 << 20)\n"
+     "assert(#s == 1 << 20)");
   /* In a task resumed by the loop, and in a callback. */
   fails(e, "rill.sleep(1); local t = {} for i = 1, 1e9 do t[i] = {i} end", "memory cap reached");
   fails(e, "rill.timeout(1, function() local t = {} for i = 1, 1e9 do t[i] = {i} end end)",
@@ -270,12 +274,13 @@ static void test_instruction_cap(void) {
   /* The position of the loop is in the message. */
   fails(e, "local x = 0\nwhile true do x = x + 1 end", "(command line):2:");
   /* Work that yields to the loop may run as long as it likes in total. */
-  OK(e, "local n = 0\n"
-        "for turn = 1, 5 do\n"
-        "  for i = 1, 100000 do n = n + i end\n" /* ~400k instructions per turn */
-        "  rill.sleep(0)\n"
-        "end\n"
-        "assert(n == 5 * 5000050000)");
+  OK(e,
+     "local n = 0\n"
+     "for turn = 1, 5 do\n"
+     "  for i = 1, 100000 do n = n + i end\n" /* ~400k instructions per turn */
+     "  rill.sleep(0)\n"
+     "end\n"
+     "assert(n == 5 * 5000050000)");
   /* Each rill_dostring starts afresh. */
   for (int i = 0; i < 5; i++) OK(e, "for i = 1, 100000 do end");
   /* The hook cannot be removed. */
