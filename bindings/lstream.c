@@ -155,6 +155,11 @@ static void err_release(rill_err_t *e) {
   state_unref(B);
 }
 
+static int errstring_p(lua_State *L) {
+  rill__errstring(L, 1);
+  return 1;
+}
+
 /* A core error for the Lua value at idx (kept as the payload, so the same value comes back). */
 static rill_err_t *err_from_lua(lua_State *L, lstate_t *B, int idx) {
   idx = lua_absindex(L, idx);
@@ -163,7 +168,11 @@ static rill_err_t *err_from_lua(lua_State *L, lstate_t *B, int idx) {
     if (lua_getfield(L, idx, "errno") == LUA_TNUMBER) code = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
   }
-  const char *msg = rill__errstring(L, idx);
+  /* The message comes from __tostring, user code that may raise: call it protected, since
+   * this runs inside core frames too. */
+  lua_pushcfunction(L, errstring_p);
+  lua_pushvalue(L, idx);
+  const char *msg = rill__pcall(L, 1, 1) == LUA_OK ? lua_tostring(L, -1) : "(error object)";
   rill_err_t *e = rill_err_new(code, NULL, NULL, msg);
   lua_pop(L, 1);
   if (e->refs > 0) {
@@ -418,7 +427,7 @@ static int l_wait_job(lua_State *L) {
 /* Pushes runner[name], the Lua hook fn_names[f] and the userdata; returns 0 when the stream's
  * userdata is gone (nothing pushed). */
 static int push_job(lua_State *L, lstream_t *ls, int fbit, const char *runner) {
-  lua_checkstack(L, 8);
+  lua_checkstack(L, 16); /* the job and the chunk, done or push pushed after it */
   lua_rawgetp(L, LUA_REGISTRYINDEX, &RUNNERS_KEY);
   lua_getfield(L, -1, runner);
   lua_remove(L, -2);
@@ -438,7 +447,7 @@ static int push_job(lua_State *L, lstream_t *ls, int fbit, const char *runner) {
 static int done_closure(lua_State *L);
 
 /* Pushes the done(err) closure of the hook kind (upvalues: userdata, kind). One per stream and
- * kind, kept in the hooks table: the pending token in lstream_t tells a second call. */
+ * kind, kept in the hooks table: the pending flag in lstream_t tells a second call. */
 static void push_done(lua_State *L, int ud, int kind) {
   lua_getiuservalue(L, ud, 2);
   if (lua_rawgeti(L, -1, kind) != LUA_TFUNCTION) {

@@ -764,6 +764,7 @@ describe("errors from Lua callbacks", function()
   it("non-string error values from a data handler reach the error event intact (71)", function()
     local values = {
       setmetatable({}, { __tostring = function() return "custom" end }),
+      setmetatable({}, { __tostring = function() error("tostring fails") end }),
       {},
       42,
     }
