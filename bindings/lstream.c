@@ -14,11 +14,12 @@
 #define SPLITTER_MT "rill.splitter"
 #define POOL_MAX 8
 
-static const char STATE_KEY = 's';   /* registry[&STATE_KEY] = userdata holding the lstate_t * */
-static const char WEAK_KEY = 'w';    /* registry[&WEAK_KEY] = {[wref] = stream userdata}, weak */
-static const char PIN_KEY = 'p';     /* registry[&PIN_KEY] = {[wref] = stream userdata} */
-static const char RUNNERS_KEY = 'r'; /* registry[&RUNNERS_KEY] = {read=, write=, ...} (stream.lua) */
-static const char WORKER_KEY = 'k';  /* registry[&WORKER_KEY] = the pooled worker's function */
+static const char STATE_KEY = 's'; /* registry[&STATE_KEY] = userdata holding the lstate_t * */
+static const char WEAK_KEY = 'w';  /* registry[&WEAK_KEY] = {[wref] = stream userdata}, weak */
+static const char PIN_KEY = 'p';   /* registry[&PIN_KEY] = {[wref] = stream userdata} */
+static const char RUNNERS_KEY =
+    'r';                            /* registry[&RUNNERS_KEY] = {read=, write=, ...} (stream.lua) */
+static const char WORKER_KEY = 'k'; /* registry[&WORKER_KEY] = the pooled worker's function */
 
 /* Per-interpreter state. Malloc'd and refcounted: core objects (items, errors, streams) may
  * outlive the interpreter by a little while it closes; they then find L == NULL. */
@@ -36,16 +37,16 @@ typedef struct {
 typedef struct {
   rill_stream_t *s;
   lstate_t *B;
-  int wref;          /* slot in the weak table; LUA_NOREF once the userdata is gone */
-  unsigned lmask;    /* events with at least one Lua listener */
-  unsigned fns;      /* Lua hooks this stream has (F_*) */
+  int wref;       /* slot in the weak table; LUA_NOREF once the userdata is gone */
+  unsigned lmask; /* events with at least one Lua listener */
+  unsigned fns;   /* Lua hooks this stream has (F_*) */
   int pinned, unpin_scheduled;
-  int wpending;            /* a write hook runs: its done() not called yet */
-  int fpending;            /* the final hook runs: its done() not called yet */
-  int dpending;            /* destroy's done() not called yet */
-  int busy;                /* the core holds references besides ours */
-  int native;              /* wraps a native stream: freed by __gc, not by the core */
-  int reader;              /* a task reads it: read() returns its error, so it is handled */
+  int wpending; /* a write hook runs: its done() not called yet */
+  int fpending; /* the final hook runs: its done() not called yet */
+  int dpending; /* destroy's done() not called yet */
+  int busy;     /* the core holds references besides ours */
+  int native;   /* wraps a native stream: freed by __gc, not by the core */
+  int reader;   /* a task reads it: read() returns its error, so it is handled */
 } lstream_t;
 
 typedef struct {
@@ -55,9 +56,9 @@ typedef struct {
 enum { F_READ = 1, F_WRITE = 2, F_FINAL = 4, F_DESTROY = 8, F_TRANSFORM = 16, F_FLUSH = 32 };
 static const char *const fn_names[] = {"read", "write", "final", "destroy", "transform", "flush"};
 
-static const char *const ev_names[] = {"data",  "end",   "readable", "drain",  "prefinish",
-                                       "finish", "error", "close",    "pipe",   "unpipe",
-                                       "pause", "resume", NULL};
+static const char *const ev_names[] = {"data",   "end",    "readable", "drain", "prefinish",
+                                       "finish", "error",  "close",    "pipe",  "unpipe",
+                                       "pause",  "resume", NULL};
 
 static void state_unref(lstate_t *B) {
   if (--B->refs == 0) free(B);
@@ -68,7 +69,7 @@ static lua_State *LS(lstate_t *B) {
   return B->cur ? B->cur : B->L;
 }
 
-#define ENTER(B, L)                \
+#define ENTER(B, L)                 \
   lua_State *saved_cur_ = (B)->cur; \
   (B)->cur = (L)
 #define LEAVE(B) (B)->cur = saved_cur_
@@ -371,19 +372,19 @@ static void lstream_hook(rill_stream_t *s, const rill_event_t *ev, void *arg) {
   lstate_t *B = ls->B;
   if (B->L == NULL) return;
   switch (ev->type) {
-  case RILL_EV_BUSY:
-    ls->busy = 1;
-    if (!ls->pinned) pin(ls);
-    return;
-  case RILL_EV_IDLE:
-    ls->busy = 0;
-    if (ls->pinned && !ls->unpin_scheduled) {
-      ls->unpin_scheduled = 1;
-      if (rill_loop_immediate(&B->ctx->loop, unpin_check, ls) != 0) ls->unpin_scheduled = 0;
-    }
-    return;
-  default:
-    break;
+    case RILL_EV_BUSY:
+      ls->busy = 1;
+      if (!ls->pinned) pin(ls);
+      return;
+    case RILL_EV_IDLE:
+      ls->busy = 0;
+      if (ls->pinned && !ls->unpin_scheduled) {
+        ls->unpin_scheduled = 1;
+        if (rill_loop_immediate(&B->ctx->loop, unpin_check, ls) != 0) ls->unpin_scheduled = 0;
+      }
+      return;
+    default:
+      break;
   }
   if (ls->lmask & RILL_EVBIT(ev->type)) dispatch(ls, ev);
   if (ev->type == RILL_EV_ERROR && !(ls->lmask & RILL_EVBIT(RILL_EV_ERROR)) &&
@@ -693,14 +694,30 @@ static int l_new(lua_State *L) {
   int xf = 0;
   for (const char *k = kind; *k; k++) {
     switch (*k) {
-    case 'r': flags |= RILL_STREAM_READABLE; break;
-    case 'w': flags |= RILL_STREAM_WRITABLE; break;
-    case 'd': flags |= RILL_STREAM_DUPLEX; break;
-    case 't': flags |= RILL_STREAM_DUPLEX; xf = 1; break;
-    case 'o': flags |= RILL_STREAM_OBJECT_READ; break;
-    case 'O': flags |= RILL_STREAM_OBJECT_WRITE; break;
-    case 'h': flags |= RILL_STREAM_NO_HALF_OPEN; break;
-    default: return luaL_argerror(L, 1, "unknown flag");
+      case 'r':
+        flags |= RILL_STREAM_READABLE;
+        break;
+      case 'w':
+        flags |= RILL_STREAM_WRITABLE;
+        break;
+      case 'd':
+        flags |= RILL_STREAM_DUPLEX;
+        break;
+      case 't':
+        flags |= RILL_STREAM_DUPLEX;
+        xf = 1;
+        break;
+      case 'o':
+        flags |= RILL_STREAM_OBJECT_READ;
+        break;
+      case 'O':
+        flags |= RILL_STREAM_OBJECT_WRITE;
+        break;
+      case 'h':
+        flags |= RILL_STREAM_NO_HALF_OPEN;
+        break;
+      default:
+        return luaL_argerror(L, 1, "unknown flag");
     }
   }
   unsigned fns = 0;
@@ -849,7 +866,7 @@ static void read_waiter(rill_waiter_t *w, rill_stream_t *s, const rill_event_t *
   rill__task_wake(T, n);
 }
 
-#define WAIT_MASK \
+#define WAIT_MASK                                                                       \
   (RILL_EVBIT(RILL_EV_READABLE) | RILL_EVBIT(RILL_EV_END) | RILL_EVBIT(RILL_EV_ERROR) | \
    RILL_EVBIT(RILL_EV_CLOSE))
 
@@ -949,7 +966,8 @@ static int l_write(lua_State *L) {
   lstate_t *B = ls->B;
   unsigned fl = rill_stream_flags(ls->s);
   luaL_argcheck(L, fl & RILL_STREAM_WRITABLE, 1, "stream is not writable");
-  if (rill_stream_state(ls->s) & RILL_SS_ENDING) return rill__raise(L, RILL_ESTREAM_WRITE_AFTER_END, "write");
+  if (rill_stream_state(ls->s) & RILL_SS_ENDING)
+    return rill__raise(L, RILL_ESTREAM_WRITE_AFTER_END, "write");
   rill_chunk_t c;
   to_chunk(L, B, 2, fl & RILL_STREAM_OBJECT_WRITE, &c);
   cbref_t *cr = make_cbref(L, B, 3);
@@ -972,10 +990,10 @@ static int l_write(lua_State *L) {
     tw->T = L;
     tw->ls = ls;
     rill_stream_ref(ls->s);
-    rill_stream_wait(ls->s, &tw->w,
-                     RILL_EVBIT(RILL_EV_DRAIN) | RILL_EVBIT(RILL_EV_ERROR) |
-                         RILL_EVBIT(RILL_EV_CLOSE),
-                     drain_waiter, tw);
+    rill_stream_wait(
+        ls->s, &tw->w,
+        RILL_EVBIT(RILL_EV_DRAIN) | RILL_EVBIT(RILL_EV_ERROR) | RILL_EVBIT(RILL_EV_CLOSE),
+        drain_waiter, tw);
     return rill__task_wait(L);
   }
   if (r == RILL_ESTREAM_DESTROYED) {
@@ -1102,8 +1120,8 @@ static int l_listeners(lua_State *L) {
 /* _stream.dead(s): destroyed (the runners skip hooks queued before a destroy). */
 static int l_dead(lua_State *L) {
   lud_t *u = lua_touserdata(L, 1);
-  lua_pushboolean(L, u == NULL || u->ls == NULL ||
-                         (rill_stream_state(u->ls->s) & RILL_SS_DESTROYED));
+  lua_pushboolean(L,
+                  u == NULL || u->ls == NULL || (rill_stream_state(u->ls->s) & RILL_SS_DESTROYED));
   return 1;
 }
 
@@ -1121,7 +1139,7 @@ static int l_task_check(lua_State *L) {
 
 typedef struct {
   lstate_t *B;
-  int ref;        /* Lua callback, or LUA_NOREF when a task waits */
+  int ref; /* Lua callback, or LUA_NOREF when a task waits */
   lua_State *T;
 } donecb_t;
 
@@ -1200,10 +1218,14 @@ static int l_pipeline(lua_State *L) {
   }
   for (lua_Integer i = 0; i < n; i++) {
     unsigned fl = rill_stream_flags(ss[i]);
-    unsigned need = i == 0 ? RILL_STREAM_READABLE : i == n - 1 ? RILL_STREAM_WRITABLE : RILL_STREAM_DUPLEX;
+    unsigned need = i == 0       ? RILL_STREAM_READABLE
+                    : i == n - 1 ? RILL_STREAM_WRITABLE
+                                 : RILL_STREAM_DUPLEX;
     if ((fl & need) != need)
       return luaL_error(L, "pipeline: stream %d is not %s", (int)i + 1,
-                        i == 0 ? "readable" : i == n - 1 ? "writable" : "a duplex or transform");
+                        i == 0       ? "readable"
+                        : i == n - 1 ? "writable"
+                                     : "a duplex or transform");
   }
   donecb_t *d = make_donecb(L, B, cb);
   ENTER(B, L);
@@ -1290,8 +1312,8 @@ static int l_tostring(lua_State *L) {
   lstream_t *ls = checkls(L, 1);
   unsigned fl = rill_stream_flags(ls->s);
   const char *kind = (fl & RILL_STREAM_DUPLEX) == RILL_STREAM_DUPLEX ? "duplex"
-                     : (fl & RILL_STREAM_READABLE)                 ? "readable"
-                                                                   : "writable";
+                     : (fl & RILL_STREAM_READABLE)                   ? "readable"
+                                                                     : "writable";
   lua_pushfstring(L, "rill.stream (%s): %p", kind, (void *)ls->s);
   return 1;
 }
@@ -1309,7 +1331,8 @@ static int l_index(lua_State *L) {
   } else if (!strcmp(k, "closed")) {
     lua_pushboolean(L, st & RILL_SS_CLOSED);
   } else if (!strcmp(k, "readable")) {
-    lua_pushboolean(L, (fl & RILL_STREAM_READABLE) && !(st & (RILL_SS_DESTROYED | RILL_SS_END_EMITTED)));
+    lua_pushboolean(
+        L, (fl & RILL_STREAM_READABLE) && !(st & (RILL_SS_DESTROYED | RILL_SS_END_EMITTED)));
   } else if (!strcmp(k, "writable")) {
     lua_pushboolean(L, (fl & RILL_STREAM_WRITABLE) && !(st & (RILL_SS_DESTROYED | RILL_SS_ENDING)));
   } else if (!strcmp(k, "readable_ended")) {
@@ -1451,9 +1474,9 @@ static int state_gc(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"push", l_push},       {"read", l_read},       {"write", l_write},
-    {"close", l_close},     {"destroy", l_destroy}, {"pause", l_pause},
-    {"resume", l_resume},   {"unpipe", l_unpipe},   {NULL, NULL},
+    {"push", l_push},     {"read", l_read},       {"write", l_write},
+    {"close", l_close},   {"destroy", l_destroy}, {"pause", l_pause},
+    {"resume", l_resume}, {"unpipe", l_unpipe},   {NULL, NULL},
 };
 
 static const luaL_Reg funcs[] = {

@@ -8,8 +8,8 @@ struct rill_pipe_s {
   rill_stream_t *src, *dst;
   int end;
   int cleaned;
-  int busy;           /* inside one of its listeners: free only when they return */
-  int awaiting;       /* paused because dst was full, since data generation await_gen */
+  int busy;     /* inside one of its listeners: free only when they return */
+  int awaiting; /* paused because dst was full, since data generation await_gen */
   unsigned await_gen;
   rill_listener_t lsrc, ldst;
   struct rill_pipe_s *out_prev, *out_next; /* in src's list of destinations */
@@ -101,56 +101,56 @@ static int leave(rill_pipe_t *p) {
 static void src_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
   rill_pipe_t *p = RILL_CONTAINER_OF(l, rill_pipe_t, lsrc);
   switch (ev->type) {
-  case RILL_EV_DATA: {
-    rill_chunk_t c;
-    rill_chunk_dup(&c, ev->chunk);
-    const char *msg = NULL;
-    enter(p);
-    int r = rill__stream_write_msg(p->dst, &c, &msg);
-    /* The write may have undone this very pipe (the destination finished or stopped us). */
-    if (!leave(p)) break;
-    if (r == 1) {
-      pause_for(p);
-    } else if (r == RILL_ESTREAM_DESTROYED) {
-      cleanup(p);
-    } else if (r < 0) {
-      /* Misuse through the pipe (write after end, a chunk the destination cannot take): the
-       * destination fails, which unpipes at its close. */
-      rill_err_t *e = rill_err_new(r, NULL, NULL, msg);
-      rill_stream_destroy(p->dst, e);
-      rill_err_unref(e);
+    case RILL_EV_DATA: {
+      rill_chunk_t c;
+      rill_chunk_dup(&c, ev->chunk);
+      const char *msg = NULL;
+      enter(p);
+      int r = rill__stream_write_msg(p->dst, &c, &msg);
+      /* The write may have undone this very pipe (the destination finished or stopped us). */
+      if (!leave(p)) break;
+      if (r == 1) {
+        pause_for(p);
+      } else if (r == RILL_ESTREAM_DESTROYED) {
+        cleanup(p);
+      } else if (r < 0) {
+        /* Misuse through the pipe (write after end, a chunk the destination cannot take): the
+         * destination fails, which unpipes at its close. */
+        rill_err_t *e = rill_err_new(r, NULL, NULL, msg);
+        rill_stream_destroy(p->dst, e);
+        rill_err_unref(e);
+      }
+      break;
     }
-    break;
-  }
-  case RILL_EV_END: {
-    rill_stream_t *dst = p->dst;
-    int end = p->end;
-    rill_stream_ref(dst);
-    cleanup(p);
-    if (end) rill_stream_end(dst, NULL, NULL, NULL);
-    rill_stream_unref(dst);
-    break;
-  }
-  case RILL_EV_CLOSE:
-    cleanup(p);
-    break;
-  default:
-    break;
+    case RILL_EV_END: {
+      rill_stream_t *dst = p->dst;
+      int end = p->end;
+      rill_stream_ref(dst);
+      cleanup(p);
+      if (end) rill_stream_end(dst, NULL, NULL, NULL);
+      rill_stream_unref(dst);
+      break;
+    }
+    case RILL_EV_CLOSE:
+      cleanup(p);
+      break;
+    default:
+      break;
   }
 }
 
 static void dst_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
   rill_pipe_t *p = RILL_CONTAINER_OF(l, rill_pipe_t, ldst);
   switch (ev->type) {
-  case RILL_EV_DRAIN:
-    on_drain(p);
-    break;
-  case RILL_EV_FINISH:
-  case RILL_EV_CLOSE:
-    rill_stream_unpipe(p->src, p->dst);
-    break;
-  default:
-    break;
+    case RILL_EV_DRAIN:
+      on_drain(p);
+      break;
+    case RILL_EV_FINISH:
+    case RILL_EV_CLOSE:
+      rill_stream_unpipe(p->src, p->dst);
+      break;
+    default:
+      break;
   }
 }
 
@@ -327,8 +327,8 @@ typedef struct {
 static void stage_done(rill_stream_t *s, rill_err_t *err, void *arg) {
   pipeline_t *p = arg;
   if (err) {
-    if (p->err == NULL ||
-        (p->err->code == RILL_ESTREAM_PREMATURE_CLOSE && err->code != RILL_ESTREAM_PREMATURE_CLOSE)) {
+    if (p->err == NULL || (p->err->code == RILL_ESTREAM_PREMATURE_CLOSE &&
+                           err->code != RILL_ESTREAM_PREMATURE_CLOSE)) {
       rill_err_unref(p->err);
       p->err = rill_err_ref(err);
     }
@@ -347,7 +347,9 @@ static void stage_done(rill_stream_t *s, rill_err_t *err, void *arg) {
 int rill_pipeline(rill_stream_t *const *streams, size_t n, rill_pipeline_cb cb, void *arg) {
   if (n < 2 || cb == NULL) return UV_EINVAL;
   for (size_t i = 0; i < n; i++) {
-    unsigned need = i == 0 ? RILL_STREAM_READABLE : i == n - 1 ? RILL_STREAM_WRITABLE : RILL_STREAM_DUPLEX;
+    unsigned need = i == 0       ? RILL_STREAM_READABLE
+                    : i == n - 1 ? RILL_STREAM_WRITABLE
+                                 : RILL_STREAM_DUPLEX;
     if ((rill_stream_flags(streams[i]) & need) != need) return UV_EINVAL;
     for (size_t j = 0; j < i; j++)
       if (streams[j] == streams[i]) return UV_EINVAL;

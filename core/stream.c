@@ -105,11 +105,11 @@ struct rill_stream_s {
   } r;
 
   struct {
-    queue_t buf;         /* written, not yet handed to the implementation */
-    qent_t one;          /* the write in flight (single) */
-    qent_t *infl;        /* the writes in flight: &one, or vent[] for writev */
+    queue_t buf;  /* written, not yet handed to the implementation */
+    qent_t one;   /* the write in flight (single) */
+    qent_t *infl; /* the writes in flight: &one, or vent[] for writev */
     size_t ninfl;
-    qent_t *vent;        /* writev storage (entries and their chunks), grown as needed */
+    qent_t *vent; /* writev storage (entries and their chunks), grown as needed */
     rill_chunk_t *vchunk;
     size_t vcap;
     size_t length, hwm, writelen;
@@ -251,11 +251,11 @@ void rill_stream_unref(rill_stream_t *s) {
 
 /* Every tick holds a reference on its stream, so the stream outlives its queued work. The
  * function pointer travels in a tiny static table: rill_loop_next_tick takes one argument. */
-#define DEFINE_TICK(name, body_fn)   \
-  static void name(void *arg) {      \
-    rill_stream_t *s = arg;          \
-    body_fn(s);                      \
-    rill_stream_unref(s);            \
+#define DEFINE_TICK(name, body_fn) \
+  static void name(void *arg) {    \
+    rill_stream_t *s = arg;        \
+    body_fn(s);                    \
+    rill_stream_unref(s);          \
   }
 
 static void tick(rill_stream_t *s, rill_tick_cb thunk) {
@@ -369,10 +369,10 @@ int rill_stream_new(rill_loop_t *loop, const rill_stream_impl_t *impl, void *dat
   q_init(&s->w.late);
   q_init(&s->w.failed);
   s->r.flowing = -1;
-  s->r.hwm = o.read_hwm != RILL_HWM_DEFAULT     ? o.read_hwm
+  s->r.hwm = o.read_hwm != RILL_HWM_DEFAULT        ? o.read_hwm
              : (o.flags & RILL_STREAM_OBJECT_READ) ? RILL_HWM_OBJECTS_DEFAULT
                                                    : RILL_HWM_BYTES_DEFAULT;
-  s->w.hwm = o.write_hwm != RILL_HWM_DEFAULT      ? o.write_hwm
+  s->w.hwm = o.write_hwm != RILL_HWM_DEFAULT        ? o.write_hwm
              : (o.flags & RILL_STREAM_OBJECT_WRITE) ? RILL_HWM_OBJECTS_DEFAULT
                                                     : RILL_HWM_BYTES_DEFAULT;
   /* A transform's readable side is fed from writes, not from a read loop (Node sets sync off). */
@@ -619,8 +619,7 @@ static int read_(rill_stream_t *s, int want, rill_chunk_t *out) {
     return 0;
   }
   int do_read = s->r.need_readable;
-  if (s->r.length == 0 || s->r.length - (n > s->r.length ? s->r.length : n) < s->r.hwm)
-    do_read = 1;
+  if (s->r.length == 0 || s->r.length - (n > s->r.length ? s->r.length : n) < s->r.hwm) do_read = 1;
   if (s->r.ended || s->r.reading || s->destroyed || s->errored) {
     do_read = 0;
   } else if (do_read) {
@@ -833,44 +832,44 @@ DEFINE_TICK(update_readable_listening_tick, update_readable_listening_body)
 
 void rill_stream_watch(rill_stream_t *s, rill_stream_ev_t ev, int delta) {
   switch (ev) {
-  case RILL_EV_DATA:
-    if (!(s->flags & RILL_STREAM_READABLE)) return;
-    if (delta < 0) {
-      if (s->r.data_watchers) s->r.data_watchers--;
-      return;
-    }
-    s->r.data_watchers++;
-    s->r.readable_listening = s->r.readable_watchers > 0;
-    if (s->r.flowing != 0) rill_stream_resume(s);
-    return;
-  case RILL_EV_READABLE:
-    if (!(s->flags & RILL_STREAM_READABLE)) return;
-    if (delta < 0) {
-      if (s->r.readable_watchers) s->r.readable_watchers--;
-      tick(s, update_readable_listening_tick);
-      return;
-    }
-    s->r.readable_watchers++;
-    if (!s->r.end_emitted && !s->r.readable_listening) {
-      s->r.readable_listening = s->r.need_readable = 1;
-      s->r.flowing = 0;
-      s->r.emitted_readable = 0;
-      if (s->r.length) {
-        emit_readable(s);
-      } else if (!s->r.reading) {
-        tick(s, read0_tick);
+    case RILL_EV_DATA:
+      if (!(s->flags & RILL_STREAM_READABLE)) return;
+      if (delta < 0) {
+        if (s->r.data_watchers) s->r.data_watchers--;
+        return;
       }
-    }
-    return;
-  case RILL_EV_ERROR:
-    if (delta < 0) {
-      if (s->error_watchers) s->error_watchers--;
-    } else {
-      s->error_watchers++;
-    }
-    return;
-  default:
-    return;
+      s->r.data_watchers++;
+      s->r.readable_listening = s->r.readable_watchers > 0;
+      if (s->r.flowing != 0) rill_stream_resume(s);
+      return;
+    case RILL_EV_READABLE:
+      if (!(s->flags & RILL_STREAM_READABLE)) return;
+      if (delta < 0) {
+        if (s->r.readable_watchers) s->r.readable_watchers--;
+        tick(s, update_readable_listening_tick);
+        return;
+      }
+      s->r.readable_watchers++;
+      if (!s->r.end_emitted && !s->r.readable_listening) {
+        s->r.readable_listening = s->r.need_readable = 1;
+        s->r.flowing = 0;
+        s->r.emitted_readable = 0;
+        if (s->r.length) {
+          emit_readable(s);
+        } else if (!s->r.reading) {
+          tick(s, read0_tick);
+        }
+      }
+      return;
+    case RILL_EV_ERROR:
+      if (delta < 0) {
+        if (s->error_watchers) s->error_watchers--;
+      } else {
+        s->error_watchers++;
+      }
+      return;
+    default:
+      return;
   }
 }
 
@@ -887,9 +886,8 @@ static void clear_buffer(rill_stream_t *s);
 static void finish_maybe(rill_stream_t *s, int sync);
 
 static int need_finish(const rill_stream_t *s) {
-  return s->w.ending && !s->destroyed && s->w.length == 0 && !s->errored &&
-         s->w.buf.count == 0 && !s->w.finished && !s->w.writing && !s->error_emitted &&
-         !s->close_emitted;
+  return s->w.ending && !s->destroyed && s->w.length == 0 && !s->errored && s->w.buf.count == 0 &&
+         !s->w.finished && !s->w.writing && !s->error_emitted && !s->close_emitted;
 }
 
 static void call_cb(rill_stream_t *s, rill_write_cb cb, void *arg, rill_err_t *err) {
@@ -1055,8 +1053,8 @@ void rill__stream_emit_peer(rill_stream_t *s, rill_stream_ev_t type, rill_stream
 
 int rill_stream_write_bytes(rill_stream_t *s, const void *p, size_t len, rill_write_cb cb,
                             void *arg) {
-  if ((s->flags & RILL_STREAM_COALESCE) && !(s->flags & RILL_STREAM_OBJECT_WRITE) &&
-      s->w.writing && !s->w.ending && !s->destroyed && cb == NULL && len > 0) {
+  if ((s->flags & RILL_STREAM_COALESCE) && !(s->flags & RILL_STREAM_OBJECT_WRITE) && s->w.writing &&
+      !s->w.ending && !s->destroyed && cb == NULL && len > 0) {
     /* Append into the tail chunk's slab when it is ours alone and has room: many small writes
      * become one chunk without a new allocation. */
     qent_t *t = q_last(&s->w.buf);
@@ -1240,8 +1238,8 @@ int rill_stream_write_done(rill_stream_t *s, rill_err_t *err) {
   if (!s->w.writing || s->w.held) {
     r = RILL_EMULTIPLE_CALLBACK;
     error_or_destroy_code(s, r);
-  } else if (s->impl->transform && err == NULL && !s->w.ended &&
-             s->r.length != s->w.held_rlen && s->r.length >= s->r.hwm) {
+  } else if (s->impl->transform && err == NULL && !s->w.ended && s->r.length != s->w.held_rlen &&
+             s->r.length >= s->r.hwm) {
     /* Transform backpressure: the readable side is full, so the write completes only when the
      * consumer asks for more (Node's kCallback). */
     s->w.held = 1;

@@ -64,12 +64,12 @@ struct rill_pipe_s;
 /* A refcounted error: a code (UV_E* or RILL_E*) with optional details and an opaque payload of
  * the owner (the Lua binding keeps the original Lua error value there). */
 typedef struct rill_err_s {
-  int refs;              /* < 0: a static error that is never freed */
+  int refs; /* < 0: a static error that is never freed */
   int code;
-  const char *syscall;   /* static string or NULL */
-  char *path;            /* owned copy or NULL */
-  char *message;         /* owned copy or NULL: overrides rill_strerror(code) */
-  void *payload;         /* the owner's data; released by release() */
+  const char *syscall; /* static string or NULL */
+  char *path;          /* owned copy or NULL */
+  char *message;       /* owned copy or NULL: overrides rill_strerror(code) */
+  void *payload;       /* the owner's data; released by release() */
   intptr_t payload_id;
   void (*release)(struct rill_err_s *e); /* frees the payload when the last reference goes */
 } rill_err_t;
@@ -102,8 +102,8 @@ typedef struct rill_item_ops_s {
 
 /* A chunk is a view (byte mode; object mode also accepts views, one item each) or an item. */
 typedef struct {
-  rill_view_t view;            /* ops == NULL: the bytes, one reference */
-  void *item;                  /* ops != NULL: the item, one reference */
+  rill_view_t view; /* ops == NULL: the bytes, one reference */
+  void *item;       /* ops != NULL: the item, one reference */
   const rill_item_ops_t *ops;
 } rill_chunk_t;
 
@@ -134,20 +134,20 @@ void rill_chunk_release(rill_chunk_t *c);
 /* ---- events ---- */
 
 typedef enum {
-  RILL_EV_DATA,      /* chunk: borrowed (dup it to keep it) */
+  RILL_EV_DATA, /* chunk: borrowed (dup it to keep it) */
   RILL_EV_END,
   RILL_EV_READABLE,
   RILL_EV_DRAIN,
   RILL_EV_PREFINISH,
   RILL_EV_FINISH,
-  RILL_EV_ERROR,     /* err: borrowed */
+  RILL_EV_ERROR, /* err: borrowed */
   RILL_EV_CLOSE,
-  RILL_EV_PIPE,      /* peer: the source that was piped into this stream */
-  RILL_EV_UNPIPE,    /* peer: the source that was unpiped */
+  RILL_EV_PIPE,   /* peer: the source that was piped into this stream */
+  RILL_EV_UNPIPE, /* peer: the source that was unpiped */
   RILL_EV_PAUSE,
   RILL_EV_RESUME,
-  RILL_EV_BUSY,      /* owner hook only: the core took a reference besides the owner's */
-  RILL_EV_IDLE,      /* owner hook only: the core dropped its last such reference */
+  RILL_EV_BUSY, /* owner hook only: the core took a reference besides the owner's */
+  RILL_EV_IDLE, /* owner hook only: the core dropped its last such reference */
   RILL_EV__COUNT
 } rill_stream_ev_t;
 
@@ -167,9 +167,9 @@ typedef void (*rill_stream_hook_cb)(rill_stream_t *s, const rill_event_t *ev, vo
  * without any Lua. It may unlisten itself or others from inside its callback. */
 typedef struct rill_listener_s {
   struct rill_listener_s *prev, *next;
-  rill_stream_t *stream;  /* set while listening */
-  unsigned mask;          /* RILL_EVBIT()s of the events it wants */
-  unsigned since;         /* internal: listeners added during an emit miss that emit */
+  rill_stream_t *stream; /* set while listening */
+  unsigned mask;         /* RILL_EVBIT()s of the events it wants */
+  unsigned since;        /* internal: listeners added during an emit miss that emit */
   void (*cb)(struct rill_listener_s *l, rill_stream_t *s, const rill_event_t *ev);
 } rill_listener_t;
 
@@ -212,7 +212,7 @@ enum {
 
 typedef struct {
   unsigned flags;
-  size_t read_hwm;   /* RILL_HWM_DEFAULT: 64 KiB in byte mode, 16 in object mode */
+  size_t read_hwm; /* RILL_HWM_DEFAULT: 64 KiB in byte mode, 16 in object mode */
   size_t write_hwm;
 } rill_stream_opts_t;
 
@@ -315,13 +315,13 @@ void rill_stream_stop(rill_stream_t *s);
 
 enum {
   RILL_SS_DESTROYED = 1u << 0,
-  RILL_SS_CLOSED = 1u << 1,      /* "close" was emitted */
+  RILL_SS_CLOSED = 1u << 1, /* "close" was emitted */
   RILL_SS_ERRORED = 1u << 2,
-  RILL_SS_READ_ENDED = 1u << 3,  /* EOF was pushed */
+  RILL_SS_READ_ENDED = 1u << 3, /* EOF was pushed */
   RILL_SS_END_EMITTED = 1u << 4,
   RILL_SS_FLOWING = 1u << 5,
-  RILL_SS_PAUSED = 1u << 6,      /* explicitly paused */
-  RILL_SS_ENDING = 1u << 7,      /* end() was called */
+  RILL_SS_PAUSED = 1u << 6, /* explicitly paused */
+  RILL_SS_ENDING = 1u << 7, /* end() was called */
   RILL_SS_FINISHED = 1u << 8,
   RILL_SS_NEED_DRAIN = 1u << 9,
   RILL_SS_STOPPED = 1u << 10,

@@ -28,14 +28,14 @@ static void logf_(const char *fmt, ...) {
 }
 
 static const char *evname(rill_stream_ev_t t) {
-  static const char *names[] = {"data", "end", "readable", "drain", "prefinish", "finish",
-                                "error", "close", "pipe", "unpipe", "pause", "resume",
-                                "busy", "idle"};
+  static const char *names[] = {"data",   "end",    "readable", "drain", "prefinish",
+                                "finish", "error",  "close",    "pipe",  "unpipe",
+                                "pause",  "resume", "busy",     "idle"};
   return names[t];
 }
 
 /* A hook that logs data, end, readable, drain, finish, error and close (with a tag). */
-#define LOG_DEFAULT                                                                     \
+#define LOG_DEFAULT                                                                        \
   (~(RILL_EVBIT(RILL_EV_BUSY) | RILL_EVBIT(RILL_EV_IDLE) | RILL_EVBIT(RILL_EV_PREFINISH) | \
      RILL_EVBIT(RILL_EV_PAUSE) | RILL_EVBIT(RILL_EV_RESUME) | RILL_EVBIT(RILL_EV_READABLE)))
 static unsigned log_mask = LOG_DEFAULT;
@@ -88,11 +88,11 @@ static void chunk_str(rill_chunk_t *c, const char *s) {
 typedef struct {
   const char **items; /* pushed one per read call; NULL ends */
   size_t next;
-  int reads;          /* read hook calls */
-  int async;          /* push from the next tick instead of inside read */
+  int reads; /* read hook calls */
+  int async; /* push from the next tick instead of inside read */
   int destroy_calls;
-  int destroy_async;  /* answer destroy from the next tick */
-  long long endless;  /* > 0: push this many 1-byte chunks then EOF; < 0: forever */
+  int destroy_async; /* answer destroy from the next tick */
+  long long endless; /* > 0: push this many 1-byte chunks then EOF; < 0: forever */
   size_t max_buffered;
   rill_stream_t *self;
   /* writable */
@@ -270,8 +270,8 @@ static const rill_stream_impl_t xf_impl = {
 static const rill_stream_impl_t duplex_impl = {
     .read = t_read, .write = t_write, .destroy = t_destroy, .free = t_free};
 
-static rill_stream_t *mk(const rill_stream_impl_t *impl, unsigned flags, size_t rhwm,
-                         size_t whwm, tstate_t **st) {
+static rill_stream_t *mk(const rill_stream_impl_t *impl, unsigned flags, size_t rhwm, size_t whwm,
+                         tstate_t **st) {
   tstate_t *t = new_state();
   rill_stream_t *s;
   rill_stream_opts_t o = {flags, rhwm, whwm};
@@ -480,8 +480,9 @@ static void test_destroy_pending_writes(void) {
   rill_stream_destroy(w, NULL);
   CHECK_INT(loglen, 0);
   run();
-  CHECK_LOG("cb1(ERR_STREAM_DESTROYED) cb2(ERR_STREAM_DESTROYED) cb3(ERR_STREAM_DESTROYED) "
-            "cb4(ERR_STREAM_DESTROYED) cb5(ERR_STREAM_DESTROYED) close");
+  CHECK_LOG(
+      "cb1(ERR_STREAM_DESTROYED) cb2(ERR_STREAM_DESTROYED) cb3(ERR_STREAM_DESTROYED) "
+      "cb4(ERR_STREAM_DESTROYED) cb5(ERR_STREAM_DESTROYED) close");
   /* A late answer to the abandoned write is ignored. */
   CHECK_INT(rill_stream_write_done(w, NULL), 0);
   run();
@@ -727,7 +728,7 @@ static void test_pipeline_sink_error_deep(void) {
   long long pushed = (long long)ts->next;
   run();
   CHECK_INT((long long)ts->next, pushed); /* the source stopped */
-  CHECK(pushed < 16 * 2 * 8 + 10); /* buffering is bounded by the HWMs */
+  CHECK(pushed < 16 * 2 * 8 + 10);        /* buffering is bounded by the HWMs */
   for (int i = 0; i < 8; i++) rill_stream_unref(s[i]);
   finish_test();
 }
@@ -916,8 +917,8 @@ static items_t ITEMS = {{it_dup, it_drop, it_bytes}, 0};
 static void test_object_mode(void) {
   reset();
   tstate_t *t;
-  rill_stream_t *r = mk(&src_impl, RILL_STREAM_READABLE | RILL_STREAM_OBJECT_READ,
-                        RILL_HWM_DEFAULT, 0, &t);
+  rill_stream_t *r =
+      mk(&src_impl, RILL_STREAM_READABLE | RILL_STREAM_OBJECT_READ, RILL_HWM_DEFAULT, 0, &t);
   CHECK_INT(rill_stream_readable_hwm(r), 16);
   int ret = 1, pushed = 0;
   while (ret == 1) {
@@ -1208,8 +1209,8 @@ static void test_err_objects(void) {
 }
 
 /* The native lines transform: the same records however the input is cut. */
-static void lines_through(const char *input, size_t cut1, size_t cut2, const char *sep,
-                          char *out, size_t outcap) {
+static void lines_through(const char *input, size_t cut1, size_t cut2, const char *sep, char *out,
+                          size_t outcap) {
   rill_stream_t *t;
   CHECK_INT(rill_lines_new(&L, sep, sep ? strlen(sep) : 0, 0, &t), 0);
   size_t n = strlen(input), cuts[3] = {cut1, cut2, n}, at = 0;
