@@ -9,13 +9,13 @@
  * preloaded rill.<name>_x / rill.<name>.x, as keys of the rill table and as require names. */
 static const struct {
   unsigned bit;
-  const char *names[4];
+  const char *names[6];
 } module_bits[] = {
     {RILL_DENY_FS, {"fs", NULL}},
     {RILL_DENY_PROCESS, {"process", NULL}},
     {RILL_DENY_NET, {"net", "udp", "tcp", NULL}},
     {RILL_DENY_HTTP, {"http", NULL}},
-    {RILL_DENY_STDIO, {"stdio", "stdin", "stdout", "stderr"}},
+    {RILL_DENY_STDIO, {"stdio", "stdin", "stdout", "stderr", "repl", NULL}},
 };
 
 /* Raises the sandbox's error for the name in upvalue 1 (or, as an __index, for upvalue 1 "."
@@ -273,7 +273,7 @@ static void sandbox_rill(lua_State *L, const rill_options *o) {
   int preload = rill + 2;
   for (size_t i = 0; i < sizeof module_bits / sizeof module_bits[0]; i++) {
     if (!(o->deny & module_bits[i].bit)) continue;
-    for (int j = 0; j < 4 && module_bits[i].names[j]; j++)
+    for (int j = 0; j < 6 && module_bits[i].names[j]; j++)
       deny_module(L, keys, preload, module_bits[i].names[j]);
   }
   for (const char *const *m = o->deny_modules; m && *m; m++) deny_module(L, keys, preload, *m);

@@ -35,7 +35,7 @@ enum {
   RILL_DENY_PROCESS = 1 << 1, /* rill.process */
   RILL_DENY_NET = 1 << 2,     /* rill.net and rill.udp */
   RILL_DENY_HTTP = 1 << 3,    /* rill.http */
-  RILL_DENY_STDIO = 1 << 4,   /* rill.stdin, rill.stdout, rill.stderr (print stays) */
+  RILL_DENY_STDIO = 1 << 4,   /* rill.stdin/stdout/stderr, the REPL terminal (print stays) */
   RILL_DENY_SIGNAL = 1 << 5,  /* rill.on_signal: signals belong to the whole process */
   RILL_DENY_IO = 1 << 6,      /* Lua's io, dofile, loadfile, and require of Lua files on disk */
   RILL_DENY_OS = 1 << 7,      /* os.execute/remove/rename/exit/getenv/tmpname/setlocale, rill.env */

@@ -77,6 +77,10 @@ static void test_deny_modules(void) {
      "denied(function() return require 'rill._fs' end, 'rill._fs')\n"
      "denied(function() return require 'rill.http' end, 'rill.http')\n"
      "denied(function() return require 'rill.process' end, 'rill.process')\n"
+     "denied(function() return require 'rill.stdio' end, 'rill.stdio')\n"
+     "denied(function() return require 'rill._repl' end, 'rill._repl')\n"
+     "denied(function() return require 'rill.udp' end, 'rill.udp')\n"
+     "denied(function() return require 'rill._http' end, 'rill._http')\n"
      /* what is not denied still works */
      "assert(rill.buffer.alloc(3):tostring('hex') == '000000')\n"
      "assert(rill.env and io and os.getenv)\n"
@@ -85,6 +89,17 @@ static void test_deny_modules(void) {
      "assert(rill.no_such_module == nil)");
   /* An uncaught denial reaches the host with its message. */
   fails(e, "local fs = rill.fs", "rill.fs: denied by the engine's sandbox");
+  rill_free(e);
+}
+
+/* One module denied: the others, stdio and streams included, keep working. */
+static void test_deny_one_module(void) {
+  rill_options o = {.deny = RILL_DENY_FS};
+  rill_engine *e = sandboxed(&o);
+  OK(e,
+     "denied(function() return rill.fs end, 'rill.fs')\n"
+     "assert(rill.net and rill.process and rill.zlib and rill.stream)\n"
+     "assert(tostring(rill.stream.from('abc'):collect()) == 'abc')");
   rill_free(e);
 }
 
@@ -317,6 +332,7 @@ static void test_many_sandboxes(void) {
 int main(void) {
   RUN(test_options_checked);
   RUN(test_deny_modules);
+  RUN(test_deny_one_module);
   RUN(test_deny_named_modules);
   RUN(test_deny_lua_parts);
   RUN(test_deny_bytecode_only);
