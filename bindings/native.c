@@ -171,6 +171,7 @@ static int l_new(lua_State *L) {
   }
   x->reg = *reg;
   x->reg.def.name = x->reg.name;
+  x->inited = reg->def.init == NULL; /* free runs for every instance that got past init */
   if (reg->def.init) {
     /* Protected: init may raise (luaL_check* on the options), and x must not leak then. */
     lua_pushcfunction(L, pinit);

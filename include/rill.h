@@ -57,7 +57,8 @@ typedef struct rill_options {
   unsigned deny;                   /* RILL_DENY_* bits */
   const char *const *deny_modules; /* more rill.X modules to leave out by name ("zlib"), in a
                                     * NULL-terminated array, or NULL */
-  size_t max_memory;               /* bytes the engine's Lua heap may hold; 0: no cap */
+  size_t max_memory;               /* bytes the engine may hold (its Lua heap and its buffers);
+                                    * 0: no cap */
   unsigned long max_instructions;  /* Lua VM instructions that scripts may run in one turn of the
                                     * loop (between two returns to the loop); 0: no cap */
 } rill_options;
@@ -90,7 +91,7 @@ RILL_API const char *rill_errmsg(rill_engine *e);
 RILL_API int rill_exit_code(rill_engine *e);
 /* Sets rill.argv (and the global arg): argv[0] is the script, then its arguments; copies them. */
 RILL_API void rill_set_argv(rill_engine *e, int argc, char **argv);
-/* Bytes the engine's Lua heap holds now. */
+/* Bytes the engine holds now: its Lua heap plus the buffer memory charged to it. */
 RILL_API size_t rill_memory(rill_engine *e);
 /* Closes every handle the engine opened and frees everything; the host's loop stays usable and,
  * once the host closed its own handles, uv_loop_close on it succeeds. NULL is a no-op. Call it
@@ -115,8 +116,8 @@ typedef struct rill_transform_def {
   int (*transform)(rill_xform *x, const unsigned char *data, size_t len);
   /* Optional: at the end of the input, pushes the last outputs. 0 or a negative error code. */
   int (*flush)(rill_xform *x);
-  /* Optional: releases what the state holds; runs once per instance whose init ran (whatever
-   * it returned), when the stream is freed. */
+  /* Optional: releases what the state holds; runs once per instance (after init, whatever it
+   * returned), when the stream is freed. */
   void (*free)(rill_xform *x);
 } rill_transform_def;
 
@@ -130,13 +131,13 @@ RILL_API void *rill_xform_arg(rill_xform *x);
 /* Pushes bytes [off, off + len) of the input being transformed as an output that shares its
  * memory (no copy). Only inside transform. 0, or UV_EINVAL (out of range, or not in transform). */
 RILL_API int rill_xform_push_input(rill_xform *x, size_t off, size_t len);
-/* Returns len writable bytes for the next output (no copy: rill_xform_commit pushes them), or
- * NULL when out of memory (or over the engine's memory cap). A new reservation drops an
- * uncommitted one; the hook's return drops it too. */
+/* Inside transform or flush: returns len (> 0) writable bytes for the next output (no copy:
+ * rill_xform_commit pushes them), or NULL when out of memory (or over the engine's memory cap).
+ * A new reservation drops an uncommitted one; the hook's return drops it too. */
 RILL_API unsigned char *rill_xform_reserve(rill_xform *x, size_t len);
 /* Pushes the first n bytes of the reservation; 0, or UV_EINVAL (no reservation, n too big). */
 RILL_API int rill_xform_commit(rill_xform *x, size_t n);
-/* Pushes a copy of p[0..len); 0, or UV_ENOMEM. */
+/* Inside transform or flush: pushes a copy of p[0..len); 0, UV_ENOMEM, or UV_EINVAL (outside). */
 RILL_API int rill_xform_push(rill_xform *x, const void *p, size_t len);
 /* Sets the message (copied) of the error that the running hook is about to return; without
  * one, the message is the error code's. */

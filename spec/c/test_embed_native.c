@@ -98,6 +98,8 @@ static rill_engine *engine(const rill_options *o) {
                             .flush = count_flush,
                             .free = count_free};
   rill_transform_def fl = {.name = "fail", .transform = fail_transform, .flush = fail_flush};
+  rill_transform_def plain = {.name = "plain", .transform = novowels_transform, .free = count_free};
+  CHECK_INT(rill_register_transform(e, &plain), 0); /* free without init */
   CHECK_INT(rill_register_transform(e, &up), 0);
   CHECK_INT(rill_register_transform(e, &nov), 0);
   CHECK_INT(rill_register_transform(e, &cnt), 0);
@@ -225,13 +227,14 @@ static void test_lifetimes_and_sandbox(void) {
          "rill.sleep(5)\n"
          "half:destroy(); keep:destroy(); keep = nil\n"
          "rill.native.count() -- dropped at once\n"
+         "rill.native.plain():destroy()\n"
          "collectgarbage(); collectgarbage()");
   CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK);
   lua_gc(rill_lua(e), LUA_GCCOLLECT);
   CHECK_INT(rill_run(e, RILL_RUN_DEFAULT), RILL_OK);
-  CHECK_INT(frees, 4);
+  CHECK_INT(frees, 5);
   rill_free(e);
-  CHECK_INT(frees, 4);
+  CHECK_INT(frees, 5);
 }
 
 int main(void) {
