@@ -28,6 +28,7 @@ static const luaL_Reg cmodules[] = {
     {"rill.process", rill__open_process},
     {"rill.stdio", rill__open_stdio},
     {"rill.zlib", rill__open_zlib},
+    {"rill._http", rill__open_http},
     {NULL, NULL},
 };
 

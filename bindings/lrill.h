@@ -111,6 +111,7 @@ int rill__open_repl(lua_State *L);    /* bindings/lrepl.c: the REPL's terminal, 
 int rill__open_stream(lua_State *L);  /* bindings/lstream.c: stream userdata, as rill._stream */
 int rill__open_parallel(lua_State *L); /* bindings/lparallel.c: stream.parallel */
 int rill__open_zlib(lua_State *L);    /* bindings/lzlib.c: gzip, gunzip, deflate, inflate */
+int rill__open_http(lua_State *L);    /* bindings/lhttp.c: the native HTTP server, as rill._http */
 int rill__open_fs(lua_State *L);      /* bindings/lfs.c: rill.fs */
 int rill__open_net(lua_State *L);     /* bindings/lnet.c: rill.net (TCP) */
 int rill__open_udp(lua_State *L);     /* bindings/ludp.c: rill.udp */

@@ -1,0 +1,52 @@
+/* core/http.h: an HTTP/1.1 server whose request and response bodies are native streams. */
+#ifndef RILL_HTTP_H
+#define RILL_HTTP_H
+
+#include "http_parser.h"
+#include "stream.h"
+
+/* Each request gives two streams: req, a readable of the body (content-length or chunked,
+ * de-chunked; ends at once when there is none), and res, a writable of the response body.
+ * The response head goes out with the first write or the end: the status (default 200) and the
+ * headers set before; without a Content-Length header the body is sent chunked (HTTP/1.1) or
+ * delimited by closing the connection (HTTP/1.0). Responses to HEAD send the head only.
+ *
+ * Connections are kept alive and pipelined requests are handled one after the other: the next
+ * request is parsed once the previous response has ended (a body its handler did not read is
+ * read and dropped first). A request body that is not read stops the socket being read (TCP
+ * backpressure); a response body goes out as fast as the socket takes it (res:write returns
+ * "full" while the socket's buffer is above its mark). "Expect: 100-continue" is answered when
+ * the body is first read. A malformed request gets 400, a head over max_header_size 431, then
+ * the connection closes; a client that goes away destroys req and res (ECONNRESET or premature
+ * close), so a file piped into res is closed. */
+typedef struct rill_http_server_s rill_http_server_t;
+
+typedef struct {
+  const char *host;       /* NULL: 0.0.0.0 */
+  int port;               /* 0: a free port */
+  size_t max_header_size; /* 0: RILL_HTTP_MAX_HEADER_SIZE */
+} rill_http_server_opts_t;
+
+/* A request: req and res are new references passed to the callback; head is borrowed for the
+ * call. */
+typedef void (*rill_http_request_cb)(rill_http_server_t *srv, rill_stream_t *req,
+                                     rill_stream_t *res, const rill_http_head_t *head, void *arg);
+
+/* Listens; *out is owned by the caller until rill_http_server_free. 0, UV_EINVAL, UV_ENOMEM, or
+ * the bind/listen error. */
+int rill_http_listen(rill_loop_t *loop, const rill_http_server_opts_t *opts,
+                     rill_http_request_cb cb, void *arg, rill_http_server_t **out);
+int rill_http_server_port(const rill_http_server_t *srv);
+/* Stops accepting; connections finish their current exchange and close. Idempotent. */
+void rill_http_server_close(rill_http_server_t *srv);
+/* Closes the server and every connection now, then releases it. NULL is a no-op. */
+void rill_http_server_free(rill_http_server_t *srv);
+
+/* Response head, before it is sent: 0, UV_EINVAL (not a response stream, a bad code, or a name
+ * or value with CR/LF), or RILL_ESTREAM_ALREADY_FINISHED once the head went out. */
+int rill_http_res_status(rill_stream_t *res, int code);
+int rill_http_res_header(rill_stream_t *res, const char *name, const char *value);
+/* Nonzero once the response head was sent. */
+int rill_http_res_head_sent(const rill_stream_t *res);
+
+#endif

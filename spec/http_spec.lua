@@ -1,0 +1,348 @@
+-- spec/http_spec.lua: rill.http server in its own rill process, driven by curl and raw sockets
+-- (python3), covering keep-alive, pipelining, chunked bodies, HEAD, 100-continue, 400/431.
+local helper = require "spec.helper"
+
+local quote = helper.quote
+
+-- The server under test. Routes:
+--   /echo         body back (chunked: no length set)
+--   /len          body back with Content-Length
+--   /status/N     empty response with status N
+--   /headers      the request's method, path, version and headers, one per line
+--   /big/N        N KiB of "x" written in 16 KiB pieces
+--   /ignore       answers without reading the body
+--   /fail         the handler raises
+--   /count        how many requests this process handled so far
+local SERVER = [[
+local http = require "rill.http"
+local count = 0
+local srv = assert(http.listen{port = 0, max_header_size = 2048, handler = function(req, res)
+  count = count + 1
+  local path = req.path
+  if path == "/echo" then
+    res:close(tostring(req:collect()))
+  elseif path == "/len" then
+    local body = tostring(req:collect())
+    res:header("Content-Length", #body)
+    res:close(body)
+  elseif path:match("^/status/") then
+    res:status(tonumber(path:match("%d+")))
+    res:close()
+  elseif path:match("^/headers") then
+    req:collect()
+    local lines = { req.method, req.path, req.http_version }
+    local names = {}
+    for k in pairs(req.headers) do names[#names + 1] = k end
+    table.sort(names)
+    for _, k in ipairs(names) do lines[#lines + 1] = k .. "=" .. req.headers[k] end
+    res:header("Content-Type", "text/plain")
+    res:close(table.concat(lines, "\n") .. "\n")
+  elseif path:match("^/big/") then
+    local piece = string.rep("x", 16384)
+    for _ = 1, tonumber(path:match("%d+")) // 16 do res:write(piece) end
+    res:close()
+  elseif path == "/ignore" then
+    res:close("ignored")
+  elseif path == "/fail" then
+    error("handler failed")
+  elseif path == "/count" then
+    req:collect()
+    res:close(tostring(count))
+  else
+    res:status(404)
+    res:close("no route\n")
+  end
+end})
+rill.on("uncaught", function() end)
+local f = assert(io.open(rill.argv[1], "w"))
+f:write(srv.port)
+f:close()
+rill.timeout(tonumber(rill.argv[2]), function() srv:close(); rill.exit(0) end)
+]]
+
+local server = {}
+
+local function start_server()
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(SERVER)
+  f:close()
+  local portfile = os.tmpname()
+  os.remove(portfile)
+  local pidfile = os.tmpname()
+  os.execute(quote(helper.bin) .. " " .. quote(script) .. " " .. quote(portfile) ..
+             " 60000 >/dev/null 2>" .. quote(os.getenv("RILL_HTTP_SERVER_LOG") or "/dev/null") ..
+             " & echo $! >" .. quote(pidfile))
+  local pf = assert(io.open(pidfile))
+  server.pid = pf:read("n")
+  pf:close()
+  for _ = 1, 200 do
+    local p = io.open(portfile)
+    if p then
+      server.port = p:read("n")
+      p:close()
+      if server.port then break end
+    end
+    os.execute("sleep 0.02")
+  end
+  assert(server.port, "the server did not start")
+  server.files = { script, portfile, pidfile }
+end
+
+local function stop_server()
+  if server.pid then os.execute("kill " .. server.pid .. " 2>/dev/null") end
+  for _, p in ipairs(server.files or {}) do os.remove(p) end
+end
+
+local function url(path)
+  return "http://127.0.0.1:" .. server.port .. path
+end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+-- curl with the given arguments; returns the output (headers included with -i).
+local function curl(args)
+  return sh("curl -s --max-time 10 " .. args)
+end
+
+-- Sends raw bytes (in the given pieces, with a pause between them) and returns everything the
+-- server sends back until it closes or goes quiet for `quiet` seconds.
+local PY = [[
+import socket, sys, time, json
+port = int(sys.argv[1]); pieces = json.loads(sys.argv[2]); quiet = float(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port))
+for p in pieces:
+    s.sendall(p.encode("latin-1"))
+    time.sleep(0.01)
+s.settimeout(quiet)
+out = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d: out += b"<EOF>"; break
+        out += d
+except socket.timeout:
+    pass
+sys.stdout.buffer.write(out)
+]]
+
+local function json_str(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+local function raw(pieces, quiet)
+  if type(pieces) == "string" then pieces = { pieces } end
+  local js = {}
+  for i, p in ipairs(pieces) do js[i] = json_str(p) end
+  return sh("python3 -c " .. quote(PY) .. " " .. server.port .. " " ..
+            quote("[" .. table.concat(js, ",") .. "]") .. " " .. (quiet or 0.5))
+end
+
+-- Splits a raw response stream into {status, headers (lower-case names), body} records.
+local function responses(s)
+  local list = {}
+  local at = 1
+  while true do
+    local hs, he = s:find("\r\n\r\n", at, true)
+    if not hs then break end
+    local head = s:sub(at, hs - 1)
+    local status = tonumber(head:match("^HTTP/1%.%d (%d+)"))
+    local h = {}
+    for k, v in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do h[k:lower()] = v end
+    local body = ""
+    at = he + 1
+    if h["content-length"] then
+      local n = tonumber(h["content-length"])
+      body = s:sub(at, at + n - 1)
+      at = at + n
+    elseif h["transfer-encoding"] == "chunked" then
+      local parts = {}
+      while true do
+        local ls, le, hex = s:find("^(%x+)\r\n", at)
+        if not ls then break end
+        local n = tonumber(hex, 16)
+        at = le + 1
+        if n == 0 then
+          at = at + 2
+          break
+        end
+        parts[#parts + 1] = s:sub(at, at + n - 1)
+        at = at + n + 2
+      end
+      body = table.concat(parts)
+    end
+    list[#list + 1] = { status = status, headers = h, body = body }
+  end
+  return list, s:sub(at)
+end
+
+describe("rill.http server", function()
+  setup(start_server)
+  teardown(stop_server)
+
+  it("answers with a chunked body when no length is set, and with one when it is", function()
+    local out = curl("-i -d hello " .. url("/echo"))
+    assert.matches("^HTTP/1.1 200 OK\r\n", out)
+    assert.matches("Transfer%-Encoding: chunked\r\n", out)
+    assert.matches("\r\n\r\nhello$", out)
+    out = curl("-i -d hi " .. url("/len"))
+    assert.matches("Content%-Length: 2\r\n", out)
+    assert.matches("\r\n\r\nhi$", out)
+    assert.matches("^HTTP/1.1 404 Not Found", curl("-i " .. url("/nothing")))
+    assert.matches("^HTTP/1.1 204 No Content", curl("-i " .. url("/status/204")))
+  end)
+
+  it("gives the handler method, path, version and lower-cased headers", function()
+    local out = curl("-H 'X-Custom-Thing: Some Value' -H 'X-Twice: a' -H 'X-Twice: b' " ..
+                     "-X PUT -d body " .. quote(url("/headers?q=1&r=2")))
+    -- curl sends "Host", "User-Agent", "Accept", "Content-Length", "Content-Type" as well.
+    assert.matches("^PUT\n/headers%?q=1&r=2\n1%.1\n", out)
+    assert.matches("\nx%-custom%-thing=Some Value\n", out)
+    assert.matches("\nx%-twice=a, b\n", out)
+    assert.matches("\ncontent%-length=4\n", out)
+  end)
+
+  it("streams request bodies in content-length and chunked encoding", function()
+    local big = string.rep("0123456789abcdef", 65536) -- 1 MiB
+    local file = os.tmpname()
+    local f = assert(io.open(file, "wb"))
+    f:write(big)
+    f:close()
+    local out = curl("--data-binary @" .. quote(file) .. " " .. url("/len"))
+    assert.are.equal(#big, #out)
+    assert.is_true(out == big)
+    out = curl("-H 'Transfer-Encoding: chunked' --data-binary @" .. quote(file) .. " " ..
+               url("/len"))
+    assert.is_true(out == big)
+    os.remove(file)
+  end)
+
+  it("streams large response bodies", function()
+    local out = curl(url("/big/4096"))
+    assert.are.equal(4096 * 1024, #out)
+    assert.is_nil(out:find("[^x]"))
+  end)
+
+  it("keeps connections alive and answers pipelined requests in order (CASES 34)", function()
+    local reqs = "GET /count HTTP/1.1\r\nHost: a\r\n\r\n" ..
+                 "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello" ..
+                 "POST /len HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+                 "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n" ..
+                 "GET /status/202 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    for _, cut in ipairs{ { #reqs }, { 1, 20, 47, 90, 150 }, { 33, 34, 35 } } do
+      local pieces, at = {}, 1
+      for _, c in ipairs(cut) do
+        pieces[#pieces + 1] = reqs:sub(at, c)
+        at = c + 1
+      end
+      pieces[#pieces + 1] = reqs:sub(at)
+      local out = raw(pieces)
+      local list, rest = responses(out)
+      assert.are.equal(4, #list)
+      assert.matches("^%d+$", list[1].body)
+      assert.are.equal("hello", list[2].body)
+      assert.are.equal("abcde", list[3].body)
+      assert.are.equal(202, list[4].status)
+      assert.are.equal("close", list[4].headers.connection)
+      assert.are.equal("<EOF>", rest)
+    end
+  end)
+
+  it("sends the head only for HEAD", function()
+    local out = raw("HEAD /len HTTP/1.1\r\nHost: a\r\n\r\nGET /len HTTP/1.1\r\nHost: a\r\n" ..
+                    "Content-Length: 2\r\nConnection: close\r\n\r\nok")
+    local list, rest = responses(out)
+    assert.are.equal(2, #list)
+    assert.are.equal("0", list[1].headers["content-length"])
+    assert.are.equal("ok", list[2].body)
+    assert.are.equal("<EOF>", rest)
+  end)
+
+  it("answers Expect: 100-continue when the body is read", function()
+    local out = raw({ "POST /len HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n" ..
+                      "Content-Length: 4\r\nConnection: close\r\n\r\n", "body" })
+    assert.matches("^HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", out)
+    assert.matches("\r\n\r\nbody<EOF>$", out)
+    local curl_out = curl("-H 'Expect: 100-continue' -d data " .. url("/len"))
+    assert.are.equal("data", curl_out)
+  end)
+
+  it("drains a body the handler did not read before the next request", function()
+    local out = raw("POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789" ..
+                    "GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    local list, rest = responses(out)
+    assert.are.equal(2, #list)
+    assert.are.equal("ignored", list[1].body)
+    assert.are.equal(200, list[2].status)
+    assert.are.equal("<EOF>", rest)
+  end)
+
+  it("answers HTTP/1.0 and closes unless asked to keep alive", function()
+    local out = raw("GET /echo HTTP/1.0\r\n\r\n")
+    assert.matches("^HTTP/1.1 200 OK\r\n", out)
+    assert.matches("Connection: close\r\n", out)
+    assert.matches("<EOF>$", out)
+    out = raw("GET /len HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0.3)
+    assert.matches("Connection: keep%-alive\r\n", out)
+    assert.is_nil(out:find("<EOF>", 1, true))
+  end)
+
+  it("rejects malformed requests with 400 and closes (CASES 83-86)", function()
+    local smuggled = "GET /count HTTP/1.1\r\nHost: x\r\n\r\n"
+    local bad = {
+      "POST /len HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "POST /len HTTP/1.1\r\nTransfer-Encoding: eee, chunked\r\n\r\n0\r\n\r\n",
+      "POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+      "POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n\r\n",
+      "POST /len HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x\nabc\r\n0\r\n\r\n",
+      "GET / HTTP/1.1\nHost: a\n\n",
+      "GET / HTTP/1.1\r\nHo(st: a\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+      "GET / HTTP/1.7\r\n\r\n",
+      "FOO / HTTP/1.1\r\n\r\n",
+      "POST /len HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+      "POST /len HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc",
+      "POST /len HTTP/1.1\r\nContent-Length: abc\r\n\r\nabc",
+    }
+    for _, req in ipairs(bad) do
+      local out = raw(req .. smuggled)
+      local list, rest = responses(out)
+      assert.are.equal(1, #list, req)
+      assert.are.equal(400, list[1].status, req)
+      assert.are.equal("close", list[1].headers.connection)
+      assert.are.equal("<EOF>", rest, req)
+    end
+  end)
+
+  it("answers 431 to a head one byte over the limit, 200 at the limit (CASES 82)", function()
+    local function req_of(size)
+      local pre = "GET /echo HTTP/1.1\r\nConnection: close\r\nX-Pad: "
+      return pre .. string.rep("p", size - #pre - 4) .. "\r\n\r\n"
+    end
+    local ok = raw(req_of(2048))
+    assert.matches("^HTTP/1.1 200 OK", ok)
+    local over = raw(req_of(2049))
+    assert.matches("^HTTP/1.1 431 Request Header Fields Too Large\r\n", over)
+    assert.matches("Connection: close\r\n", over)
+    assert.matches("<EOF>$", over)
+  end)
+
+  it("answers 500 when the handler fails, and keeps serving", function()
+    assert.matches("^HTTP/1.1 500 Internal Server Error", curl("-i " .. url("/fail")))
+    assert.matches("^%d+$", curl(url("/count")))
+  end)
+
+  it("survives clients that go away mid-request and mid-response", function()
+    raw({ "POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\npartial" }, 0.1)
+    sh("curl -s --max-time 0.2 " .. url("/big/65536") .. " >/dev/null")
+    assert.matches("^%d+$", curl(url("/count")))
+  end)
+end)
