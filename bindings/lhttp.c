@@ -119,7 +119,8 @@ static int l_index(lua_State *L) {
   return 1;
 }
 
-/* listen(host, port, handler, max_header_size) -> server, or nil, err */
+/* listen(host, port, handler, max_header_size, headers_timeout, keepalive_timeout) -> server,
+ * or nil, err (timeouts in ms, 0 for the defaults) */
 static int l_listen(lua_State *L) {
   rill_ctx_t *ctx = rill__ctx(L);
   const char *host = luaL_optstring(L, 1, "127.0.0.1");
@@ -128,12 +129,15 @@ static int l_listen(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_Integer maxh = luaL_optinteger(L, 4, 0);
   luaL_argcheck(L, maxh >= 0 && maxh <= (1 << 24), 4, "max_header_size out of range");
+  lua_Integer hto = luaL_optinteger(L, 5, 0), kto = luaL_optinteger(L, 6, 0);
+  luaL_argcheck(L, hto >= 0 && hto <= 86400000, 5, "headers_timeout out of range");
+  luaL_argcheck(L, kto >= 0 && kto <= 86400000, 6, "keepalive_timeout out of range");
   hserver_t *hs = lua_newuserdatauv(L, sizeof *hs, 0);
   memset(hs, 0, sizeof *hs);
   hs->ctx = ctx;
   hs->self_ref = hs->handler_ref = LUA_NOREF;
   luaL_setmetatable(L, HTTP_SERVER_MT);
-  rill_http_server_opts_t o = {host, (int)port, (size_t)maxh};
+  rill_http_server_opts_t o = {host, (int)port, (size_t)maxh, (unsigned)hto, (unsigned)kto};
   int r = rill_http_listen(&ctx->loop, &o, on_request, hs, &hs->srv);
   if (r) return rill__fail(L, r, "listen", NULL);
   lua_pushvalue(L, 3);

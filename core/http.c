@@ -18,6 +18,7 @@ struct rill_http_server_s {
   rill_http_request_cb cb;
   void *arg;
   size_t max_head;
+  unsigned headers_ms, keepalive_ms;
   conn_t *conns; /* open connections */
   int closed;
 };
@@ -37,6 +38,12 @@ struct conn_s {
   int dead;               /* no more requests: failed, closing, or closed */
   int parsing;
   int peer_ended; /* the client half-closed: answer what was asked, then close */
+  /* One timer: the head must be complete headers_ms after it began (or after the connection
+   * opened), and an idle keep-alive connection closes after keepalive_ms. */
+  uv_timer_t timer;
+  rill_handle_t th;
+  unsigned headers_ms, keepalive_ms;
+  int head_timed; /* the headers deadline is running */
 };
 
 struct exch_s {
@@ -60,6 +67,22 @@ static void conn_unref(conn_t *c) {
   rill_http_parser_free(c->p);
   rill_chain_clear(&c->in);
   free(c);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  conn_t *c = RILL_CONTAINER_OF(t, conn_t, timer);
+  if (c->ex || c->dead) return;
+  /* Too slow a head (slowloris) or idle too long: close without answering, as Node does. */
+  c->dead = 1;
+  rill_stream_destroy(c->sock, NULL);
+}
+
+static void timer_closed(rill_handle_t *h) {
+  conn_unref(RILL_CONTAINER_OF(h, conn_t, th));
+}
+
+static void arm(conn_t *c, unsigned ms) {
+  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_timer_start(&c->timer, timer_cb, ms, 0);
 }
 
 static void exch_unref(exch_t *ex) {
@@ -218,6 +241,8 @@ static void exch_done(exch_t *ex) {
     update_flow(c);
     return;
   }
+  c->head_timed = 0;
+  arm(c, c->keepalive_ms);
   schedule_parse(c);
 }
 
@@ -260,6 +285,10 @@ static void parse(conn_t *c) {
       break;
     }
     rill_chain_consume(&c->in, used);
+    if (c->ex == NULL && !c->head_timed && rill_http_parser_busy(c->p)) {
+      c->head_timed = 1; /* a new head began: it has headers_ms to arrive */
+      arm(c, c->headers_ms);
+    }
   }
   update_flow(c);
   c->parsing = 0;
@@ -297,6 +326,7 @@ static int on_head(void *ud, const rill_http_head_t *h) {
   ex->c = c;
   c->refs++;
   c->ex = ex;
+  uv_timer_stop(&c->timer);
   /* The callback gets references of its own; the exchange keeps one of each. */
   rill_stream_ref(ex->req);
   rill_stream_ref(ex->res);
@@ -393,6 +423,7 @@ static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t 
       c->dead = 1;
       if (ev->type == RILL_EV_CLOSE) {
         rill_stream_unlisten(&c->l);
+        rill_handle_close(&c->th);
         if (c->srv) {
           if (c->prev)
             c->prev->next = c->next;
@@ -426,6 +457,14 @@ static void on_connection(rill_tcp_server_t *tcp, int status, rill_stream_t *soc
   c->sock = sock;
   c->refs = 1; /* released at the socket's close */
   rill_chain_init(&c->in);
+  c->headers_ms = srv->headers_ms;
+  c->keepalive_ms = srv->keepalive_ms;
+  rill_loop_t *loop = rill_stream_loop(sock);
+  uv_timer_init(loop->uv, &c->timer);
+  rill_handle_track(loop, &c->th, (uv_handle_t *)&c->timer, timer_closed);
+  c->refs++; /* released when the timer is closed */
+  c->head_timed = 1;
+  arm(c, c->headers_ms);
   c->next = srv->conns;
   if (c->next) c->next->prev = c;
   srv->conns = c;
@@ -635,6 +674,8 @@ int rill_http_listen(rill_loop_t *loop, const rill_http_server_opts_t *o, rill_h
   srv->cb = cb;
   srv->arg = arg;
   srv->max_head = o->max_header_size;
+  srv->headers_ms = o->headers_timeout_ms ? o->headers_timeout_ms : 60000;
+  srv->keepalive_ms = o->keepalive_timeout_ms ? o->keepalive_timeout_ms : 5000;
   /* Half-open: a client that half-closes after its request still gets the response. */
   int r = rill_tcp_listen(loop, o->host, o->port, 511, RILL_TCP_HALF_OPEN, on_connection, srv,
                           &srv->tcp);

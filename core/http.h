@@ -25,6 +25,10 @@ typedef struct {
   const char *host;       /* NULL: 0.0.0.0 */
   int port;               /* 0: a free port */
   size_t max_header_size; /* 0: RILL_HTTP_MAX_HEADER_SIZE */
+  /* A head must be complete this long after it began (or after the connection opened), else
+   * the connection closes (slowloris); 0: 60 s. */
+  unsigned headers_timeout_ms;
+  unsigned keepalive_timeout_ms; /* an idle keep-alive connection closes after this; 0: 5 s */
 } rill_http_server_opts_t;
 
 /* A request: req and res are new references passed to the callback; head is borrowed for the

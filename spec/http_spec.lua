@@ -16,7 +16,8 @@ local quote = helper.quote
 local SERVER = [[
 local http = require "rill.http"
 local count = 0
-local srv = assert(http.listen{port = 0, max_header_size = 2048, handler = function(req, res)
+local srv = assert(http.listen{port = 0, max_header_size = 2048, headers_timeout = 1000,
+                               keepalive_timeout = 1000, handler = function(req, res)
   count = count + 1
   local path = req.path
   if path == "/echo" then
@@ -338,6 +339,50 @@ describe("rill.http server", function()
   it("answers 500 when the handler fails, and keeps serving", function()
     assert.matches("^HTTP/1.1 500 Internal Server Error", curl("-i " .. url("/fail")))
     assert.matches("^%d+$", curl(url("/count")))
+  end)
+
+  it("closes a connection whose head arrives too slowly, serving others meanwhile (CASES 87)",
+     function()
+    local PY_SLOW = [=[
+import socket, sys, time, subprocess
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port))
+t0 = time.time()
+closed = None
+for b in b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: abcdefghijklmnopqrstuvwxyz\r\n\r\n":
+    try:
+        s.sendall(bytes([b]))
+        time.sleep(0.05)
+        if b % 7 == 0:
+            # Another client is served while the slow one trickles.
+            out = subprocess.run(["curl", "-s", "--max-time", "2",
+                                  "http://127.0.0.1:%d/count" % port], capture_output=True)
+            assert out.stdout.isdigit(), out
+    except OSError:
+        closed = time.time() - t0
+        break
+if closed is None:
+    s.settimeout(3)
+    try:
+        d = s.recv(100)
+        closed = time.time() - t0 if not d else None
+    except OSError:
+        closed = time.time() - t0
+print("closed" if closed is not None and 0.8 < closed < 2.5 else "open %r" % closed)
+]=]
+    assert.are.equal("closed\n", sh("python3 -c " .. quote(PY_SLOW) .. " " .. server.port))
+  end)
+
+  it("closes idle keep-alive connections after keepalive_timeout", function()
+    local out = raw("GET /len HTTP/1.1\r\nHost: a\r\n\r\n", 2.5)
+    assert.matches("^HTTP/1.1 200 OK", out)
+    assert.matches("<EOF>$", out)
+    -- ...and not before: a second request within the timeout is served on the same connection.
+    out = raw({ "GET /len HTTP/1.1\r\nHost: a\r\n\r\n",
+                "GET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" })
+    local list, rest = responses(out)
+    assert.are.equal(2, #list)
+    assert.are.equal("<EOF>", rest)
   end)
 
   it("survives clients that go away mid-request and mid-response", function()

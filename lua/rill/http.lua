@@ -4,7 +4,8 @@ local core = require "rill._http"
 
 local M = {}
 
--- http.listen{host, port, handler = fn(req, res), max_header_size} -> server, or nil, err.
+-- http.listen{host, port, handler = fn(req, res), max_header_size, headers_timeout,
+-- keepalive_timeout} -> server, or nil, err. Timeouts are in ms (defaults 60000 and 5000).
 -- req is the request body (a readable) with method, path, headers (lower-case names) and
 -- http_version; res is the response body (a writable) with res:status(code) and
 -- res:header(name, value). An error in the handler destroys the response (500 when nothing
@@ -23,7 +24,7 @@ function M.listen(o)
         error(err, 0)
       end
     end)
-  end, o.max_header_size)
+  end, o.max_header_size, o.headers_timeout, o.keepalive_timeout)
 end
 
 return M
