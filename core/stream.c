@@ -118,10 +118,12 @@ struct rill_stream_s {
         need_drain : 1, final_called : 1, prefinished : 1, final_answered : 1, held : 1,
         after_scheduled : 1, late_scheduled : 1, errbuf_scheduled : 1, failed_scheduled : 1;
     size_t held_rlen;
-    queue_t after;    /* completed writes whose callbacks run from the after-write tick */
-    queue_t onfinish; /* end() callbacks */
-    queue_t late;     /* callbacks with an error, run from the late tick */
-    queue_t failed;   /* writes that failed synchronously, run from the onwrite-error tick */
+    queue_t after;     /* completed writes whose callbacks run from the after-write tick */
+    size_t after_nocb; /* completed writes without a callback waiting for that tick: counted,
+                          not queued, so a long synchronous run keeps memory flat */
+    queue_t onfinish;  /* end() callbacks */
+    queue_t late;      /* callbacks with an error, run from the late tick */
+    queue_t failed;    /* writes that failed synchronously, run from the onwrite-error tick */
   } w;
 };
 
@@ -952,6 +954,10 @@ static void error_buffer(rill_stream_t *s, int abort_inflight) {
     }
   }
   /* Completed writes still waiting for their tick succeeded: they keep their success. */
+  if (abort_inflight) {
+    s->w.pendingcb -= s->w.after_nocb;
+    s->w.after_nocb = 0;
+  }
   if (abort_inflight && s->w.after.count) {
     qent_t e;
     while (q_shift(&s->w.after, &e)) call_cb(s, e.cb, e.arg, NULL);
@@ -1124,6 +1130,8 @@ static void after_body(rill_stream_t *s) {
     s->w.need_drain = 0;
     emit_plain(s, RILL_EV_DRAIN);
   }
+  s->w.pendingcb -= s->w.after_nocb;
+  s->w.after_nocb = 0;
   qent_t e;
   while (n-- > 0 && q_shift(&s->w.after, &e)) {
     s->w.pendingcb--;
@@ -1214,7 +1222,9 @@ static int real_write_done(rill_stream_t *s, rill_err_t *err) {
     if (sync) {
       for (size_t i = 0; i < n; i++) {
         qent_t e = {RILL_CHUNK_EMPTY, done[i].cb, done[i].arg, NULL};
-        if (q_push(&s->w.after, &e) != 0) {
+        if (e.cb == NULL) {
+          s->w.after_nocb++;
+        } else if (q_push(&s->w.after, &e) != 0) {
           s->w.pendingcb--;
           call_cb(s, e.cb, e.arg, NULL);
         }
