@@ -137,11 +137,13 @@ static void run_queued(rill_ctx_t *ctx, const char *key, lua_Integer *head) {
 
 static void tick_cb(void *arg) {
   rill_ctx_t *ctx = arg;
+  if (ctx->closing || ctx->exiting) return;
   run_queued(ctx, &TICKS_KEY, &ctx->tick_head);
 }
 
 static void imm_cb(void *arg) {
   rill_ctx_t *ctx = arg;
+  if (ctx->closing || ctx->exiting) return;
   run_queued(ctx, &IMMS_KEY, &ctx->imm_head);
 }
 
@@ -301,7 +303,9 @@ static int anchor_gc(lua_State *L) {
   rill_ctx_t *ctx = *box;
   if (ctx == NULL) return 0;
   *box = NULL;
-  /* Close callbacks run here must not touch Lua: the state is being closed. */
+  /* Queued ticks still run (streams finish closing and free themselves), but nothing may call
+   * into Lua any more: the state is being closed. */
+  ctx->closing = 1;
   rill_loop_free(&ctx->loop);
   rill_slab_pool_trim();
   free(ctx);

@@ -22,6 +22,7 @@ typedef struct rill_ctx_s {
   int running;            /* inside rill_loop_run: rill.run() is then a no-op */
   int failed;             /* an uncaught error is waiting in the registry (RILL_KEY_FAILED) */
   int exiting;            /* rill.exit() was called: unwinding; exit_code holds the status */
+  int closing;            /* the Lua state is closing: queued work must not call into Lua */
   int exit_code;
   int live_tasks;
   lua_Integer tick_head, tick_tail;  /* FIFO of Lua functions queued by rill.next_tick */

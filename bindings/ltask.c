@@ -58,7 +58,7 @@ static void resume(task_t *t, int nargs);
 static void wake_tick(void *arg) {
   task_t *t = arg;
   /* Once rill.exit (or an EPIPE on stdout) ends the process, no task runs any further. */
-  if (t->state != T_WOKEN || t->ctx->exiting) return;
+  if (t->state != T_WOKEN || t->ctx->exiting || t->ctx->closing) return;
   resume(t, lua_gettop(t->T));
 }
 
@@ -161,6 +161,7 @@ static void resume(task_t *t, int nargs) {
 
 static void report_if_unjoined(void *arg) {
   task_t *t = arg;
+  if (t->ctx->closing) return;
   lua_State *L = t->ctx->L;
   if (!t->joined) {
     t->joined = 1;

@@ -35,6 +35,7 @@ static void idle_cb(uv_idle_t *h) {
 /* An active idle handle makes uv_run poll with a zero timeout (and keeps the loop alive), so
  * queued work is never stuck behind a blocking poll. */
 static void update_idle(rill_loop_t *l) {
+  if (l->freeing) return;
   int want = l->ticks.count || l->imms.count;
   int on = uv_is_active((uv_handle_t *)&l->idle);
   if (want && !on) uv_idle_start(&l->idle, idle_cb);
@@ -144,14 +145,20 @@ void rill_handle_close(rill_handle_t *h) {
 
 void rill_loop_free(rill_loop_t *l) {
   if (l->uv == NULL) return;
+  /* Work already queued finishes (a destroyed stream's close runs from a tick and frees it);
+   * close callbacks may queue more, hence the drain after each run below. */
+  rill_loop_drain(l);
   for (rill_handle_t *h = l->handles.next; h != &l->handles; h = h->next) rill_handle_close(h);
+  l->freeing = 1;
   uv_close((uv_handle_t *)&l->prepare, NULL);
   uv_close((uv_handle_t *)&l->check, NULL);
   uv_close((uv_handle_t *)&l->idle, NULL);
   /* A pending uv_stop makes the next uv_run return before its closing phase: run twice. */
   if (l->own_uv) {
     uv_run(l->uv, UV_RUN_NOWAIT);
+    rill_loop_drain(l);
     uv_run(l->uv, UV_RUN_DEFAULT);
+    rill_loop_drain(l);
     int r = uv_loop_close(l->uv);
     (void)r;
     assert(r == 0 && "rill_loop_free: a handle outside the tracked list is still open");
@@ -159,7 +166,9 @@ void rill_loop_free(rill_loop_t *l) {
   } else {
     /* One turn delivers the close callbacks (the closing phase runs even in NOWAIT mode). */
     uv_run(l->uv, UV_RUN_NOWAIT);
+    rill_loop_drain(l);
     uv_run(l->uv, UV_RUN_NOWAIT);
+    rill_loop_drain(l);
   }
   free(l->ticks.q);
   free(l->imms.q);

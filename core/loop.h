@@ -39,6 +39,7 @@ typedef struct rill_loop_s {
   rill_tickq_t ticks; /* next_tick: before any further I/O or timer */
   rill_tickq_t imms;  /* immediate: after this turn's I/O */
   int draining;
+  int freeing;           /* rill_loop_free runs: its own handles are closing */
   uv_prepare_t prepare;  /* drains ticks before the loop blocks */
   uv_check_t check;      /* runs immediates after I/O */
   uv_idle_t idle;        /* keeps poll from blocking while work is queued */
