@@ -1,4 +1,4 @@
-/* bindings/lhttp.c: rill._http: the native HTTP server, for lua/rill/http.lua. */
+/* bindings/lhttp.c: rill._http: the native HTTP server and client, for lua/rill/http.lua. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +147,153 @@ static int l_listen(lua_State *L) {
   return 1;
 }
 
+/* ---- client ---- */
+
+#define WAITER_MT "rill.http_waiter"
+
+/* The pending response of a request: the C callback may come before or after wait(), and
+ * after the waiter userdata was collected, so the state is shared and refcounted. */
+typedef struct {
+  rill_ctx_t *ctx;
+  lua_State *T; /* the task in wait(), or NULL */
+  int res_ref;  /* the response stream, or LUA_NOREF */
+  int err_ref;  /* the error value, or LUA_NOREF */
+  int done;
+  int refs; /* the userdata and the pending callback */
+} wstate_t;
+
+typedef struct {
+  wstate_t *st;
+} waiter_t;
+
+static void wstate_unref(lua_State *L, wstate_t *st) {
+  if (--st->refs > 0) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, st->res_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, st->err_ref);
+  free(st);
+}
+
+static void on_response(rill_stream_t *res, const rill_http_head_t *head, rill_err_t *err,
+                        void *arg) {
+  wstate_t *st = arg;
+  lua_State *L = st->ctx->L;
+  st->done = 1;
+  if (st->refs == 1) {
+    /* Nobody can wait for it any more. */
+    rill_stream_unref(res);
+    wstate_unref(L, st);
+    return;
+  }
+  lua_checkstack(L, 6);
+  if (res) {
+    rill__pushstream(L, res);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, head->status);
+    lua_setfield(L, -2, "status");
+    lua_pushstring(L, head->reason);
+    lua_setfield(L, -2, "reason");
+    lua_pushfstring(L, "%d.%d", head->version_major, head->version_minor);
+    lua_setfield(L, -2, "http_version");
+    push_head(L, head);
+    lua_getfield(L, -1, "headers");
+    lua_remove(L, -2);
+    lua_setfield(L, -2, "headers");
+    rill__setstreamfields(L, -2);
+    st->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    rill__pushstreamerr(L, err);
+    st->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (st->T) {
+    lua_State *T = st->T;
+    st->T = NULL;
+    if (st->res_ref != LUA_NOREF) {
+      lua_rawgeti(T, LUA_REGISTRYINDEX, st->res_ref);
+      rill__task_wake(T, 1);
+    } else {
+      lua_pushnil(T);
+      lua_rawgeti(T, LUA_REGISTRYINDEX, st->err_ref);
+      rill__task_wake(T, 2);
+    }
+  }
+  wstate_unref(L, st);
+}
+
+/* waiter:wait() -> response, or nil, err (in a task) */
+static int l_wait(lua_State *L) {
+  waiter_t *w = luaL_checkudata(L, 1, WAITER_MT);
+  wstate_t *st = w->st;
+  if (st->done) {
+    if (st->res_ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, st->res_ref);
+      return 1;
+    }
+    lua_pushnil(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->err_ref);
+    return 2;
+  }
+  if (st->T) return luaL_error(L, "request: already waited for");
+  rill__task_check(L, "request");
+  st->T = L;
+  return rill__task_wait(L);
+}
+
+static int l_waiter_gc(lua_State *L) {
+  waiter_t *w = lua_touserdata(L, 1);
+  if (w->st) wstate_unref(L, w->st);
+  w->st = NULL;
+  return 0;
+}
+
+/* request(method, host, port, path, {name, value, ...}, content_length, timeout_ms)
+ * -> request body stream, waiter; content_length: >= 0, -1 chunked, -2 no body. */
+static int l_request(lua_State *L) {
+  rill_ctx_t *ctx = rill__ctx(L);
+  rill_http_request_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.method = luaL_checkstring(L, 1);
+  o.host = luaL_checkstring(L, 2);
+  lua_Integer port = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, port > 0 && port <= 65535, 3, "port out of range");
+  o.port = (int)port;
+  o.path = luaL_checkstring(L, 4);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  lua_Integer len = luaL_checkinteger(L, 6);
+  luaL_argcheck(L, len >= RILL_HTTP_NO_BODY, 6, "bad content length");
+  o.content_length = len;
+  lua_Integer to = luaL_optinteger(L, 7, 0);
+  luaL_argcheck(L, to >= 0 && to <= 86400000, 7, "timeout out of range");
+  o.timeout_ms = (unsigned)to;
+  lua_Integer n = luaL_len(L, 5);
+  luaL_argcheck(L, n % 2 == 0 && n < 2000, 5, "bad header list");
+  const char **hs = lua_newuserdatauv(L, sizeof *hs * (size_t)(n + 1), 0); /* freed by GC */
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 5, i);
+    hs[i - 1] = lua_tostring(L, -1);
+    luaL_argcheck(L, hs[i - 1] != NULL, 5, "header names and values must be strings");
+    lua_pop(L, 1); /* the string stays alive in the table */
+  }
+  o.headers = hs;
+  o.nheaders = (size_t)n / 2;
+  waiter_t *w = lua_newuserdatauv(L, sizeof *w, 0);
+  w->st = NULL;
+  luaL_setmetatable(L, WAITER_MT);
+  wstate_t *st = calloc(1, sizeof *st);
+  if (st == NULL) return luaL_error(L, "not enough memory");
+  st->ctx = ctx;
+  st->res_ref = st->err_ref = LUA_NOREF;
+  st->refs = 1;
+  w->st = st;
+  rill_stream_t *req;
+  int r = rill_http_request(&ctx->loop, &o, on_response, st, &req);
+  if (r == UV_EINVAL) return luaL_error(L, "request: invalid method, path or header");
+  if (r) return rill__fail(L, r, "request", NULL);
+  st->refs++; /* the pending callback's */
+  rill__pushstream(L, req);
+  lua_insert(L, -2);
+  return 2;
+}
+
 int rill__open_http(lua_State *L) {
   rill__ctx(L);
   rill__require_streams(L);
@@ -157,7 +304,16 @@ int rill__open_http(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"listen", l_listen}, {NULL, NULL}};
+  if (luaL_newmetatable(L, WAITER_MT)) {
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_wait);
+    lua_setfield(L, -2, "wait");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_waiter_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {{"listen", l_listen}, {"request", l_request}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

@@ -53,4 +53,35 @@ int rill_http_res_header(rill_stream_t *res, const char *name, const char *value
 /* Nonzero once the response head was sent. */
 int rill_http_res_head_sent(const rill_stream_t *res);
 
+/* ---- client ---- */
+
+/* One request on a connection of its own ("Connection: close"). The request body is a writable
+ * returned at once (end it, even when empty); the response head comes to cb with res, a
+ * readable of the body (a new reference), or cb gets the error (borrowed) instead: connection
+ * errors (ECONNREFUSED, name errors), UV_ETIMEDOUT when no response head came within
+ * timeout_ms, RILL_EHTTP_PARSE for a malformed response. A body cut short (fewer bytes than
+ * Content-Length, a cut chunk) fails res with RILL_EHTTP_PARSE; never a silently short body.
+ * cb runs once, after rill_http_request returned. Destroying the request or the response
+ * aborts the exchange. */
+typedef void (*rill_http_response_cb)(rill_stream_t *res, const rill_http_head_t *head,
+                                      rill_err_t *err, void *arg);
+
+enum { RILL_HTTP_NO_BODY = -2, RILL_HTTP_CHUNKED = -1 };
+
+typedef struct {
+  const char *method; /* "GET" */
+  const char *host;   /* name or address to connect to; also the Host header */
+  int port;
+  const char *path;           /* request target: "/x?y=1" */
+  const char *const *headers; /* nheaders (name, value) pairs, flattened; borrowed */
+  size_t nheaders;
+  int64_t content_length; /* >= 0, RILL_HTTP_CHUNKED, or RILL_HTTP_NO_BODY */
+  unsigned timeout_ms;    /* 0: none */
+} rill_http_request_opts_t;
+
+/* Starts a request; *req gets the body stream (a new reference). 0, UV_EINVAL (bad options,
+ * CR/LF in a header), or UV_ENOMEM. */
+int rill_http_request(rill_loop_t *loop, const rill_http_request_opts_t *opts,
+                      rill_http_response_cb cb, void *arg, rill_stream_t **req);
+
 #endif

@@ -1,4 +1,4 @@
--- lua/rill/http.lua: rill.http: the HTTP/1.1 server (native, core/http.c); each request a task.
+-- lua/rill/http.lua: rill.http: HTTP/1.1 server and client (native, core/http*.c).
 local rill = require "rill"
 local core = require "rill._http"
 
@@ -25,6 +25,69 @@ function M.listen(o)
       end
     end)
   end, o.max_header_size, o.headers_timeout, o.keepalive_timeout)
+end
+
+local function is_bytes(x)
+  if type(x) == "string" then return true end
+  local ok, buffer = pcall(require, "rill.buffer")
+  return ok and buffer.is(x)
+end
+
+-- "http://host[:port]/path?query" -> host, port, path
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then
+    error("bad argument #1 to 'request' (url must be http://host[:port]/path)", 3)
+  end
+  if scheme:lower() ~= "http" then
+    error("bad argument #1 to 'request' (only http:// urls are supported)", 3)
+  end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  path = path:gsub("#.*", "")
+  if path == "" or path:sub(1, 1) == "?" then path = "/" .. path end
+  local host, port = authority:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]*):?(%d*)$") end
+  if not host or host == "" then error("bad argument #1 to 'request' (no host in url)", 3) end
+  port = port ~= "" and tonumber(port) or 80
+  return host, port, path
+end
+
+-- http.request{method = "GET", url, headers = {name = value}, body = string|buffer|readable,
+-- timeout = ms} -> response, or nil, err. Waits (in a task) for the response head; the response
+-- is a readable of the body with status, reason, headers (lower-case names) and http_version.
+-- A readable body is sent chunked. Connection errors come back as err (ECONNREFUSED,
+-- ETIMEDOUT, ...); a body cut short fails the response stream instead of ending it early.
+function M.request(o)
+  if type(o) == "string" then o = { url = o } end
+  if type(o) ~= "table" or type(o.url) ~= "string" then
+    error("bad argument #1 to 'request' (table with url expected)", 2)
+  end
+  local host, port, path = parse_url(o.url)
+  local method = (o.method or "GET"):upper()
+  local body, len = o.body, nil
+  if body == nil then
+    len = (method == "POST" or method == "PUT" or method == "PATCH") and 0 or -2
+  elseif is_bytes(body) then
+    len = #body
+  elseif type(body) == "userdata" or type(body) == "table" then
+    len = -1
+  else
+    error("bad argument #1 to 'request' (body must be a string, buffer or readable)", 2)
+  end
+  local list = {}
+  for k, v in pairs(o.headers or {}) do
+    list[#list + 1] = tostring(k)
+    list[#list + 1] = tostring(v)
+  end
+  local req, waiter = core.request(method, host, port, path, list, len, o.timeout or 0)
+  if not req then return nil, waiter end
+  if len == -1 then
+    body:pipe(req)
+  else
+    if len > 0 then req:write(body) end
+    req:close()
+  end
+  return waiter:wait()
 end
 
 return M
