@@ -153,22 +153,25 @@ void rill_loop_free(rill_loop_t *l) {
   uv_close((uv_handle_t *)&l->prepare, NULL);
   uv_close((uv_handle_t *)&l->check, NULL);
   uv_close((uv_handle_t *)&l->idle, NULL);
-  /* A pending uv_stop makes the next uv_run return before its closing phase: run twice. */
   if (l->own_uv) {
-    uv_run(l->uv, UV_RUN_NOWAIT);
-    rill_loop_drain(l);
-    uv_run(l->uv, UV_RUN_DEFAULT);
-    rill_loop_drain(l);
+    /* Run until nothing is left: requests in flight (a file being closed) complete, and the
+     * ticks they queue run. A pending uv_stop only cuts the first run short. */
+    do {
+      uv_run(l->uv, UV_RUN_DEFAULT);
+      rill_loop_drain(l);
+    } while (uv_loop_alive(l->uv) || l->ticks.count);
     int r = uv_loop_close(l->uv);
     (void)r;
     assert(r == 0 && "rill_loop_free: a handle outside the tracked list is still open");
     free(l->uv);
   } else {
-    /* One turn delivers the close callbacks (the closing phase runs even in NOWAIT mode). */
-    uv_run(l->uv, UV_RUN_NOWAIT);
-    rill_loop_drain(l);
-    uv_run(l->uv, UV_RUN_NOWAIT);
-    rill_loop_drain(l);
+    /* On a host's loop we cannot wait for the loop to go idle: a few non-blocking turns deliver
+     * our close callbacks (the closing phase runs even in NOWAIT mode) and the ticks they
+     * queue, until our handles are gone. */
+    for (int i = 0; i < 8 && (l->handles.next != &l->handles || l->ticks.count || i < 2); i++) {
+      uv_run(l->uv, UV_RUN_NOWAIT);
+      rill_loop_drain(l);
+    }
   }
   free(l->ticks.q);
   free(l->imms.q);
