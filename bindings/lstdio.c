@@ -19,14 +19,22 @@ typedef struct {
 
 static const char *const names[] = {"stdin", "stdout", "stderr", NULL};
 
+static void stop_quietly(stdio_state_t *st) {
+  if (st->ctx->exiting) return;
+  /* The reader went away (`rill x.lua | head -1`): stop as rill.exit(0) would. */
+  st->ctx->exiting = 1;
+  st->ctx->exit_code = 0;
+  uv_stop(st->ctx->loop.uv);
+}
+
+/* At the failed write itself: no task may run again, not even one already woken. */
+static void on_write_error(rill_stream_t *s, int code, void *arg) {
+  if (code == UV_EPIPE) stop_quietly(arg);
+}
+
 static void on_stdout_error(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
   stdio_state_t *st = RILL_CONTAINER_OF(l, stdio_state_t, epipe);
-  if (ev->err && ev->err->code == UV_EPIPE && !st->ctx->exiting) {
-    /* The reader went away (`rill x.lua | head -1`): stop as rill.exit(0) would. */
-    st->ctx->exiting = 1;
-    st->ctx->exit_code = 0;
-    uv_stop(st->ctx->loop.uv);
-  }
+  if (ev->err && ev->err->code == UV_EPIPE) stop_quietly(st);
 }
 
 static void ignore_error(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
@@ -65,6 +73,7 @@ static int l_index(lua_State *L) {
     l->mask = RILL_EVBIT(RILL_EV_ERROR);
     l->cb = fd == 1 ? on_stdout_error : ignore_error;
     rill_stream_listen(s, l);
+    if (fd == 1) rill_stdio_on_error(s, on_write_error, st);
   }
   rill__pushstream(L, s);
   lua_pushvalue(L, -1);

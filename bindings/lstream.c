@@ -969,10 +969,20 @@ static int l_write(lua_State *L) {
   if (rill_stream_state(ls->s) & RILL_SS_ENDING)
     return rill__raise(L, RILL_ESTREAM_WRITE_AFTER_END, "write");
   rill_chunk_t c;
-  to_chunk(L, B, 2, fl & RILL_STREAM_OBJECT_WRITE, &c);
+  /* A string on a byte stream goes through write_bytes: on a sink that coalesces (files,
+   * sockets, stdout) it joins the tail slab instead of costing a chunk and a malloc. */
+  int str = !(fl & RILL_STREAM_OBJECT_WRITE) && lua_type(L, 2) == LUA_TSTRING;
+  if (!str) to_chunk(L, B, 2, fl & RILL_STREAM_OBJECT_WRITE, &c);
   cbref_t *cr = make_cbref(L, B, 3);
   ENTER(B, L);
-  int r = rill_stream_write(ls->s, &c, cr ? write_cb : NULL, cr);
+  int r;
+  if (str) {
+    size_t len;
+    const char *p = lua_tolstring(L, 2, &len);
+    r = rill_stream_write_bytes(ls->s, p, len, cr ? write_cb : NULL, cr);
+  } else {
+    r = rill_stream_write(ls->s, &c, cr ? write_cb : NULL, cr);
+  }
   LEAVE(B);
   if (r == 0) {
     lua_pushboolean(L, 1);

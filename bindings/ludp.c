@@ -39,14 +39,7 @@ static int l_send(lua_State *L) {
   return 1;
 }
 
-/* sock:close(): stop receiving and release the port. */
-static int l_close(lua_State *L) {
-  rill_stream_t *s = rill__checkstream(L, 1);
-  rill_stream_destroy(s, NULL);
-  return 0;
-}
-
-/* udp.bind{host, port, reuse_address} -> socket, or nil, err. */
+/* udp.bind{host, port, reuse_address} -> socket, or nil, err. sock:destroy() closes it. */
 static int l_bind(lua_State *L) {
   rill_ctx_t *ctx = rill__ctx(L);
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
@@ -69,8 +62,6 @@ static int l_bind(lua_State *L) {
   }
   lua_pushcfunction(L, l_send);
   lua_setfield(L, -2, "send");
-  lua_pushcfunction(L, l_close);
-  lua_setfield(L, -2, "close");
   rill__setstreamfields(L, -2);
   return 1;
 }

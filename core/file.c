@@ -553,6 +553,8 @@ typedef struct {
   rill_err_t *derr;
   void (*open_cb)(rill_stream_t *s, void *arg);
   void *open_arg;
+  void (*err_cb)(rill_stream_t *s, int code, void *arg);
+  void *err_arg;
 } writer_t;
 
 static const rill_stream_impl_t writer_impl;
@@ -627,6 +629,7 @@ static void wr_flush(writer_t *w) {
           if (fl >= 0 && fcntl(w->fd, F_SETFL, fl & ~O_NONBLOCK) == 0) continue;
         }
       }
+      if (w->err_cb) w->err_cb(w->s, -e, w->err_arg);
       rill_err_t *err = file_err(-e, "write", w->path);
       wr_done(w, err);
       rill_err_unref(err);
@@ -904,6 +907,14 @@ int rill_file_writer_flush_sync(rill_stream_t *s) {
   w->syncing = 0;
   rill_stream_unref(s);
   return err;
+}
+
+void rill__file_writer_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
+                                void *arg) {
+  if (rill_stream_impl(s) != &writer_impl) return;
+  writer_t *w = rill_stream_data(s);
+  w->err_cb = cb;
+  w->err_arg = arg;
 }
 
 int rill__file_is_writer(const rill_stream_t *s) {

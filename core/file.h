@@ -72,6 +72,12 @@ int rill_file_writer_new_fd(rill_loop_t *loop, int fd, int own_fd, const rill_fi
  * stream that is not a file writer. */
 int rill_file_writer_flush_sync(rill_stream_t *s);
 
+/* Calls cb(s, code, arg) at once when a write of the writer s fails, before the stream learns
+ * of it (its "error" event comes from a later tick): stdout uses it to stop the process on
+ * EPIPE before any task runs again. Does nothing for a stream that is not a file writer. */
+void rill__file_writer_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
+                                void *arg);
+
 /* Descriptor facts used by the native fast path (core/splice.c). */
 typedef struct {
   int fd;

@@ -46,6 +46,11 @@ int rill_stdio_flush(rill_stream_t *s) {
   return rill_file_writer_flush_sync(s);
 }
 
+void rill_stdio_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
+                         void *arg) {
+  rill__file_writer_on_error(s, cb, arg);
+}
+
 void rill_stdio_restore(void) {
   if (stdin_flags >= 0) {
     (void)fcntl(0, F_SETFL, stdin_flags);

@@ -19,6 +19,10 @@ int rill_stdio_open(rill_loop_t *loop, int fd, rill_stream_t **out);
 /* Writes whatever stdout or stderr still holds, blocking, and puts the descriptor's flags back
  * as they were: call at exit. 0 or the write error (EPIPE when the reader is gone). */
 int rill_stdio_flush(rill_stream_t *s);
+/* Calls cb(s, code, arg) at once when a write of stdout or stderr fails (before the stream's
+ * "error" event, which comes from a later tick). */
+void rill_stdio_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
+                         void *arg);
 /* Puts fd 0's flags back as they were before rill_stdio_open made it non-blocking. */
 void rill_stdio_restore(void);
 

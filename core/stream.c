@@ -1263,6 +1263,7 @@ int rill_stream_write_done(rill_stream_t *s, rill_err_t *err) {
 static void clear_buffer(rill_stream_t *s) {
   if (s->w.buffer_processing || s->destroyed) return;
   s->w.buffer_processing = 1;
+again:;
   size_t count = s->w.buf.count;
   if (count > 1 && s->impl->writev && !s->impl->transform) {
     if (count > 1024) count = 1024;
@@ -1294,6 +1295,10 @@ static void clear_buffer(rill_stream_t *s) {
     s->w.sync = 1;
     do_write(s);
     s->w.sync = 0;
+    /* A batch is at most 1024 chunks: when it completed at once, its write_done could not
+     * start the next batch (buffer_processing), so this loop does, or the rest would wait for
+     * a write_done that never comes. */
+    if (!s->w.writing && s->w.buf.count && !s->destroyed) goto again;
     s->w.buffer_processing = 0;
     return;
   }

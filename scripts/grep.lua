@@ -27,8 +27,11 @@ for _, f in ipairs(args) do
   local name = f == "-" and "(standard input)" or f
   local prefix = many and name .. ":" or ""
   local count, n = 0, 0
+  -- Records end at "\n" only: a "\r" before it stays part of the line, as grep keeps it.
+  local records = src:pipe(rill.stream.split("\n"))
+  src:on("error", function(_, e) records:destroy(e) end) -- a missing file fails the loop below
   local ok, err = pcall(function()
-    for line in src:lines() do
+    for line in records:chunks() do
       n = n + 1
       local hay = opts.i and line:lower() or line
       local hit = hay:find(needle, 1, true) ~= nil

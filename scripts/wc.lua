@@ -14,34 +14,58 @@ end
 if not (want.l or want.w or want.c) then want = { l = true, w = true, c = true } end
 if #files == 0 then files[1] = "-" end
 
--- Counts one stream. A word is a run of non-space bytes; a run that crosses a chunk boundary
--- counts once.
+-- Counts one stream. As wc does in the C locale, a word is a run of non-space bytes with at
+-- least one printable character in it; a run that crosses a chunk boundary counts once.
 local function count(stream)
-  local lines, words, bytes, in_word = 0, 0, 0, false
+  local lines, words, bytes = 0, 0, 0
+  local in_word, counted = false, false
   for chunk in stream:chunks() do
     local s = tostring(chunk)
     bytes = bytes + #s
     local _, nl = s:gsub("\n", "\n")
     lines = lines + nl
-    for _ in s:gmatch("%S+") do words = words + 1 end
-    if in_word and s:find("^%S") then words = words - 1 end
-    in_word = s:find("%S$") ~= nil
+    local pos = 1
+    if in_word then
+      local head = s:match("^%S+")
+      if head then
+        if not counted and head:find("[\33-\126]") then
+          words = words + 1
+          counted = true
+        end
+        pos = #head + 1
+      else
+        in_word = false
+      end
+    end
+    for from, tok, to in s:gmatch("()(%S+)()", pos) do
+      if from >= pos then
+        counted = tok:find("[\33-\126]") ~= nil
+        if counted then words = words + 1 end
+        in_word = to > #s
+      end
+    end
+    if pos <= #s and s:find("%s$") then in_word = false end
   end
   return lines, words, bytes
 end
 
--- Column width as GNU wc chooses it: wide enough for the total size of the regular files,
--- and at least 7 when some input is not a regular file (its size is unknown).
+-- Column width as GNU wc chooses it: 1 for a single column; else wide enough for the total
+-- size of the regular files, and at least 7 when some input is not a regular file (its size is
+-- unknown); 1 when the first input cannot be opened.
+local ncols = (want.l and 1 or 0) + (want.w and 1 or 0) + (want.c and 1 or 0)
 local width, size_sum = 1, 0
-for _, f in ipairs(files) do
-  local st = fs.stat(f == "-" and "/dev/stdin" or f)
-  if st and st.is_file then
-    size_sum = size_sum + st.size
-  elseif st then
-    width = 7
+local stats = {}
+for i, f in ipairs(files) do stats[i] = fs.stat(f == "-" and "/dev/stdin" or f) or false end
+if ncols > 1 and stats[1] then
+  for _, st in ipairs(stats) do
+    if st and st.is_file then
+      size_sum = size_sum + st.size
+    elseif st then
+      width = 7
+    end
   end
+  width = math.max(width, #tostring(size_sum))
 end
-width = math.max(width, #tostring(size_sum))
 
 local function show(l, w, c, name)
   local cols = {}

@@ -170,7 +170,7 @@ describe("fs.reader", function()
       for c in r:chunks() do
         got = got + #c
         if r.readable_length > max then max = r.readable_length end
-        if got % 65536 < 4096 then rill.sleep(0) end
+        if got % 65536 < 4096 then rill.sleep(1) end
       end
       assert.are.equal(#big, got)
       assert.is_true(max <= 65536 + 65536, "buffered " .. max)

@@ -331,6 +331,37 @@ static void test_small_writes(void) {
   CHECK_INT(st.st_size, total + 4);
 }
 
+/* More than 1024 separate chunks queued behind a write in flight: the batches that complete at
+ * once (32 KiB and more) must not strand the rest (the writer would wait for ever). */
+static void test_many_chunks(void) {
+  char p[256];
+  path_of(p, sizeof p, "many.txt");
+  rill_stream_t *w;
+  CHECK_INT(rill_file_writer_new(&loop, p, NULL, &w), 0);
+  size_t total = 0;
+  for (int i = 0; i < 5000; i++) {
+    char line[64];
+    int k = snprintf(line, sizeof line, "%032d\n", i);
+    rill_chunk_t c;
+    CHECK_INT(rill_chunk_from_bytes(&c, line, (size_t)k), 0);
+    int r = rill_stream_write(w, &c, NULL, NULL);
+    CHECK(r == 0 || r == 1);
+    total += (size_t)k;
+  }
+  sink_t wk;
+  memset(&wk, 0, sizeof wk);
+  rill_stream_set_hook(w, watch_hook, &wk);
+  rill_stream_end(w, NULL, NULL, NULL);
+  run();
+  CHECK_INT(wk.finished, 1);
+  rill_stream_set_hook(w, NULL, NULL);
+  rill_stream_unref(w);
+  run();
+  struct stat st;
+  CHECK_INT(stat(p, &st), 0);
+  CHECK_INT(st.st_size, total);
+}
+
 /* Destroying a reader and a writer mid-stream closes their descriptors. */
 static void test_destroy_midway(void) {
   char a[256], b[256];
@@ -543,6 +574,7 @@ int main(void) {
   RUN(test_writer_errors);
   RUN(test_copy);
   RUN(test_small_writes);
+  RUN(test_many_chunks);
   RUN(test_destroy_midway);
   RUN(test_whole_file);
   RUN(test_teardown_pending);

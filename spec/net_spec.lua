@@ -1,0 +1,297 @@
+-- spec/net_spec.lua: rill.net: TCP servers and connections as duplex streams.
+local helper = require "spec.helper"
+local rill = helper.rill
+local net = require "rill.net"
+local stream = require "rill.stream"
+
+local run = helper.run
+
+local function collect(r)
+  local parts = {}
+  for c in r:chunks() do parts[#parts + 1] = tostring(c) end
+  return table.concat(parts)
+end
+
+-- An echo server: each connection's bytes come back, then its end.
+local function echo_server()
+  return assert(net.listen {
+    port = 0,
+    on_connection = function(sock)
+      -- a client that vanishes (reset) only ends its own connection
+      if pcall(function() for c in sock:chunks() do sock:write(c) end end) then sock:close() end
+    end,
+  })
+end
+
+-- A port nobody listens on (bound then closed).
+local function closed_port()
+  local s = assert(net.listen { port = 0, on_connection = function() end })
+  local p = s.port
+  s:close()
+  return p
+end
+
+describe("rill.net", function()
+  it("listens on port 0, connects, echoes; sockets know their addresses", function()
+    run(function()
+      local srv = echo_server()
+      assert.is_true(srv.port > 0)
+      assert.are.equal("127.0.0.1", srv.host)
+      local sock = assert(net.connect("127.0.0.1", srv.port))
+      assert.are.equal("127.0.0.1", sock.remote_address)
+      assert.are.equal(srv.port, sock.remote_port)
+      assert.is_true(sock.local_port > 0)
+      sock:write("hello ")
+      sock:close("world")
+      assert.are.equal("hello world", collect(sock))
+      srv:close()
+    end)
+  end)
+
+  it("connects by name (localhost)", function()
+    run(function()
+      local srv = echo_server()
+      local sock = assert(net.connect("localhost", srv.port))
+      sock:close("x")
+      assert.are.equal("x", collect(sock))
+      srv:close()
+    end)
+  end)
+
+  it("half-closes: after our end, the peer's data still arrives; close comes after both",
+    function()
+      run(function()
+        local srv = assert(net.listen {
+          port = 0,
+          half_open = true,
+          on_connection = function(sock)
+            local got = collect(sock) -- until our peer's end
+            rill.sleep(20)
+            sock:close("reply to " .. got)
+          end,
+        })
+        local sock = assert(net.connect("127.0.0.1", srv.port, { half_open = true }))
+        local events = {}
+        sock:on("finish", function() events[#events + 1] = "finish" end)
+        sock:on("end", function() events[#events + 1] = "end" end)
+        sock:on("close", function() events[#events + 1] = "close" end)
+        sock:close("question")
+        assert.are.equal("reply to question", collect(sock))
+        while not sock.closed do rill.sleep(1) end
+        assert.are.same({ "finish", "end", "close" }, events)
+        srv:close()
+      end)
+    end)
+
+  it("serves many connections at once, each byte exact", function()
+    run(function()
+      local srv = echo_server()
+      local tasks = {}
+      for i = 1, 40 do
+        tasks[i] = rill.spawn(function()
+          local sock = assert(net.connect("127.0.0.1", srv.port))
+          local payload = string.rep(string.char(65 + i % 26), 50000 + i)
+          local reader = rill.spawn(collect, sock)
+          for k = 1, #payload, 8192 do sock:write(payload:sub(k, k + 8191)) end
+          sock:close()
+          return reader:join() == payload
+        end)
+      end
+      for i = 1, 40 do assert.is_true(tasks[i]:join()) end
+      srv:close()
+    end)
+  end)
+
+  it("server:close() stops accepting; a closed port is ECONNREFUSED with address and port",
+    function()
+      run(function()
+        local srv = echo_server()
+        local port = srv.port
+        local closed = false
+        srv:close(function() closed = true end)
+        while not closed do rill.sleep(1) end
+        local sock, err = net.connect("127.0.0.1", port)
+        assert.is_nil(sock)
+        assert.are.equal("ECONNREFUSED", err.code)
+        assert.are.equal("127.0.0.1", err.address)
+        assert.are.equal(port, err.port)
+        assert.are.equal("connect", err.syscall)
+      end)
+    end)
+
+  it("a socket destroyed while connecting closes without hanging", function()
+    run(function()
+      -- outside a task's wait: the connecting socket is returned at once
+      local sock
+      rill.next_tick(function()
+        sock = net.connect("10.255.255.1", 9)
+      end)
+      rill.sleep(1)
+      local closed = false
+      sock:on("close", function() closed = true end)
+      sock:destroy()
+      for _ = 1, 200 do
+        if closed then break end
+        rill.sleep(1)
+      end
+      assert.is_true(closed)
+    end)
+  end)
+
+  it("a peer reset fails that stream only, once", function()
+    run(function()
+      local srv = assert(net.listen {
+        port = 0,
+        on_connection = function(sock)
+          sock:read()
+          sock:reset()
+        end,
+      })
+      local other = assert(net.connect("127.0.0.1", srv.port))
+      local sock = assert(net.connect("127.0.0.1", srv.port))
+      local calls, got = 0, nil
+      stream.pipeline(sock, stream.writable { write = function(_, _, done) done() end },
+        function(err)
+          calls = calls + 1
+          got = err
+        end)
+      sock:write("x")
+      for _ = 1, 500 do
+        if calls > 0 then break end
+        rill.sleep(1)
+      end
+      rill.sleep(10)
+      assert.are.equal(1, calls)
+      assert.are.equal("ECONNRESET", got.code)
+      assert.is_false(other.destroyed)
+      other:destroy()
+      srv:close()
+    end)
+  end)
+
+  it("writing to a peer that is gone fails within a bounded time", function()
+    run(function()
+      local srv = assert(net.listen {
+        port = 0,
+        on_connection = function(sock)
+          rill.sleep(10)
+          sock:reset()
+        end,
+      })
+      local sock = assert(net.connect("127.0.0.1", srv.port))
+      local err
+      sock:on("error", function(_, e) err = e end)
+      rill.sleep(20)
+      for _ = 1, 100 do
+        if err then break end
+        sock:write(string.rep("x", 65536))
+        rill.sleep(2)
+      end
+      assert.is_not_nil(err)
+      assert.is_truthy(err.code == "EPIPE" or err.code == "ECONNRESET")
+      srv:close()
+    end)
+  end)
+
+  it("backpressure: a paused reader makes the writer wait; every byte arrives in order",
+    function()
+      run(function()
+        local total = 16 * 1024 * 1024
+        local saw_false = false
+        local srv = assert(net.listen {
+          port = 0,
+          on_connection = function(sock)
+            local chunk = string.rep("0123456789abcdef", 4096)
+            -- In a task, write waits while the socket is full: "drain" shows it had to.
+            sock:on("drain", function() saw_false = true end)
+            for _ = 1, total // #chunk do
+              sock:write(chunk)
+              assert(sock.writable_length <= 2 * 65536, "writer buffer bounded")
+            end
+            sock:close()
+          end,
+        })
+        local sock = assert(net.connect("127.0.0.1", srv.port))
+        sock:pause()
+        rill.sleep(300)
+        local n, ok = 0, true
+        for c in sock:chunks() do
+          local s = tostring(c)
+          local off = n % 16
+          if s:sub(1, 16 - off) ~= ("0123456789abcdef"):sub(off + 1) then ok = false end
+          n = n + #s
+        end
+        assert.are.equal(total, n)
+        assert.is_true(ok)
+        assert.is_true(saw_false)
+        srv:close()
+      end)
+    end)
+
+  it("leaves no descriptor behind after a thousand refused connects and dropped sockets",
+    function()
+      local port
+      run(function() port = closed_port() end)
+      collectgarbage()
+      local before = helper.fd_count()
+      run(function()
+        for _ = 1, 1000 do
+          local s, err = net.connect("127.0.0.1", port)
+          assert.is_nil(s)
+          assert.are.equal("ECONNREFUSED", err.code)
+        end
+        local srv = echo_server()
+        for _ = 1, 50 do
+          local s = assert(net.connect("127.0.0.1", srv.port))
+          s:write("dropped without close")
+        end
+        rill.sleep(20)
+        collectgarbage()
+        collectgarbage()
+        rill.sleep(20)
+        srv:close()
+      end)
+      collectgarbage()
+      collectgarbage()
+      run(function() rill.sleep(10) end)
+      assert.are.equal(before, helper.fd_count())
+    end)
+
+  it("stays up through EMFILE and serves again once descriptors are free", function()
+    local script = [[
+      local net = rill.net
+      local errors = 0
+      local served = 0
+      local srv = assert(net.listen{port = 0,
+        on_error = function(e) errors = errors + 1 end,
+        on_connection = function(s) served = served + 1; s:close("ok") end})
+      local socks, refused = {}, 0
+      for i = 1, 100 do
+        local s, e = net.connect("127.0.0.1", srv.port)
+        if s then socks[#socks + 1] = s else refused = refused + 1 end
+      end
+      rill.sleep(50)
+      for _, s in ipairs(socks) do s:destroy() end
+      socks = nil
+      collectgarbage(); collectgarbage()
+      rill.sleep(50)
+      local s = assert(net.connect("127.0.0.1", srv.port))
+      local reply = s:read()
+      io.write(refused > 0 and "refused " or "none refused ", tostring(reply), "\n")
+      srv:close()
+    ]]
+    local p = io.popen("bash -c " .. helper.quote("ulimit -n 40; " .. helper.quote(helper.bin)
+      .. " -e " .. helper.quote(script) .. " 2>&1"))
+    local out = p:read("a")
+    p:close()
+    assert.are.equal("refused ok\n", out)
+  end)
+
+  it("raises on misuse", function()
+    assert.has_error(function() net.listen() end)
+    assert.has_error(function() net.listen { port = 1 } end)
+    assert.has_error(function() net.listen { port = 70000, on_connection = print } end)
+    assert.has_error(function() net.connect("127.0.0.1") end)
+    assert.has_error(function() net.connect("127.0.0.1", 0) end)
+  end)
+end)
