@@ -478,11 +478,12 @@ static void stop_hook(lua_State *W, lua_Debug *ar) {
 }
 
 static void count_hook(lua_State *W, lua_Debug *ar) {
+  lua_Integer cap = lua_gethookcount(W);
   lua_sethook(W, NULL, 0, 0);
   luaL_error(W,
              "instruction cap reached: one call of fn may run %I instructions "
              "(rill_options.max_instructions)",
-             (lua_Integer)lua_gethookcount(W));
+             cap);
 }
 
 /* In the worker's state, protected: rebuild the argument, call fn, make the result's message. */
@@ -536,8 +537,9 @@ static void w_work(rill_workers_t *p, rill_job_t *job, unsigned worker) {
 static void w_interrupt(rill_workers_t *p, unsigned worker) {
   wset_t *ws = rill_workers_arg(p);
   atomic_store(&ws->stopping, 1);
-  /* lua_sethook may be called from another thread or a signal handler: lua.c's way to stop a
-   * running script. */
+  /* lua_sethook is the one call of the Lua API meant to be made asynchronously: lua.c makes it
+   * from a signal handler to stop a running script, LuaLanes from another thread to cancel a
+   * lane. It only stores the hook and sets trap flags that the worker's VM polls. */
   lua_sethook(ws->Ls[worker], stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 

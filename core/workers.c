@@ -31,6 +31,7 @@ struct rill_workers_s {
   rill_job_t *qhead, *qtail; /* jobs waiting for a worker */
   int stopping;
   unsigned exited; /* workers whose thread function returned */
+  unsigned idle;   /* workers waiting for a job */
   /* Loop thread only. */
   rill_job_t *ohead, *otail; /* jobs between submit and done, in submission order */
   size_t in_flight;
@@ -38,6 +39,7 @@ struct rill_workers_s {
   int closed; /* rill_workers_close was called (or the loop closed the handle) */
   int joined;
   int failed; /* rill_workers_new failed: free without calling the owner */
+  int kick;   /* jobs were queued while workers were idle: wake them from async_cb */
   worker_t w[];
 };
 
@@ -51,7 +53,11 @@ static void worker_main(void *arg) {
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   uv_mutex_lock(&p->lock);
   for (;;) {
-    while (!p->stopping && p->qhead == NULL) uv_cond_wait(&p->cond, &p->lock);
+    while (!p->stopping && p->qhead == NULL) {
+      p->idle++;
+      uv_cond_wait(&p->cond, &p->lock);
+      p->idle--;
+    }
     if (p->stopping) break;
     rill_job_t *job = p->qhead;
     p->qhead = job->next;
@@ -129,6 +135,12 @@ static void on_close(rill_handle_t *h) {
 static void async_cb(uv_async_t *a) {
   rill_handle_t *h = a->data;
   rill_workers_t *p = RILL_CONTAINER_OF(h, rill_workers_t, h);
+  if (p->kick) {
+    p->kick = 0;
+    uv_mutex_lock(&p->lock);
+    if (p->qhead != NULL) uv_cond_broadcast(&p->cond);
+    uv_mutex_unlock(&p->lock);
+  }
   /* One job per lock: done may submit (appends at the tail) or close the pool. */
   while (!p->closed && p->ohead != NULL) {
     rill_job_t *job = p->ohead;
@@ -225,8 +237,14 @@ int rill_workers_submit(rill_workers_t *p, rill_job_t *job) {
   else
     p->qhead = job;
   p->qtail = job;
-  uv_cond_signal(&p->cond);
+  /* Idle workers are woken once for the jobs that this turn of the loop queues, not once per
+   * job: the async handle runs async_cb after the current callbacks, which wakes them all (a
+   * busy worker takes the next job without being woken). Waking a worker per job costs a
+   * futex call and two context switches per item, more than a small job itself. */
+  int wake = p->idle > 0 && !p->kick;
+  if (wake) p->kick = 1;
   uv_mutex_unlock(&p->lock);
+  if (wake) uv_async_send(&p->async);
   return 0;
 }
 

@@ -14,6 +14,10 @@
  * are handed back to the loop thread through one uv_async handle, and ops->done runs for each in
  * submission order: a job that finishes early waits for the ones submitted before it.
  *
+ * Jobs queued while workers sleep start when the loop turns: the pool wakes its idle workers
+ * once for all the jobs that the current callbacks queue, rather than once per job (a wake-up
+ * per job costs more than a small job).
+ *
  * Backpressure: the pool holds at most per_worker * n jobs between submit and done (queued,
  * running, or finished and waiting for an earlier one); submit says UV_EBUSY beyond that, so an
  * owner that waits for done before submitting more keeps memory bounded.

@@ -231,7 +231,11 @@ static void test_close_with_jobs_pending(void) {
   c->use_gate = 1;
   pump(c);
   CHECK_INT(c->submitted, 8);
-  while (atomic_load(&c->running) < 2) sleep_us(100);
+  /* Idle workers are woken from the loop (once per turn, for all the jobs queued): turn it. */
+  while (atomic_load(&c->running) < 2) {
+    rill_loop_run(&c->loop, UV_RUN_NOWAIT);
+    sleep_us(100);
+  }
   rill_workers_close(c->p);
   rill_workers_close(c->p); /* idempotent */
   tjob_t extra = {0};
@@ -263,7 +267,11 @@ static void test_loop_free_with_jobs_running(void) {
   tctx_t *c = ctx_new(2, 2, 4);
   c->use_gate = 1;
   pump(c);
-  while (atomic_load(&c->running) < 2) sleep_us(100);
+  /* Idle workers are woken from the loop (once per turn, for all the jobs queued): turn it. */
+  while (atomic_load(&c->running) < 2) {
+    rill_loop_run(&c->loop, UV_RUN_NOWAIT);
+    sleep_us(100);
+  }
   /* ctx_free frees the loop: interrupt opens the gate, the running jobs return, then joined. */
   ctx_free(c);
 }
