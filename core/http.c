@@ -254,7 +254,9 @@ static void conn_fail(conn_t *c, int code, int err) {
   int head_sent = ex && ex->head_sent;
   if (ex) {
     if (ex->req && !ex->req_done) rill_stream_destroy_code(ex->req, err);
-    if (ex->res && !ex->res_done) rill_stream_destroy_code(ex->res, err);
+    /* As in Node, a response whose client went away closes without an "error": a pipe into it
+     * just stops, pipeline and finished see a premature close. */
+    if (ex->res && !ex->res_done) rill_stream_destroy(ex->res, NULL);
     exch_detach(ex);
   }
   if (code && !head_sent && !(rill_stream_state(c->sock) & RILL_SS_DESTROYED)) {
@@ -417,7 +419,9 @@ static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t 
         exch_t *ex = c->ex;
         c->dead = 1;
         if (ex->req && !ex->req_done) rill_stream_destroy_code(ex->req, err);
-        if (ex->res && !ex->res_done) rill_stream_destroy_code(ex->res, err);
+        /* As in Node, a response whose client went away closes without an "error": a pipe into it
+         * just stops, pipeline and finished see a premature close. */
+        if (ex->res && !ex->res_done) rill_stream_destroy(ex->res, NULL);
         exch_detach(ex);
       }
       c->dead = 1;
@@ -534,18 +538,27 @@ static int send_head(exch_t *ex, int ending) {
     }
   }
   if (ex->conn_close) ex->keep_alive = 0;
+  /* One write for the whole head: one slab and one iovec, not one per line. */
   char line[128];
   int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", ex->status, reason_of(ex->status));
-  int r = sock_write(c, line, (size_t)n);
-  if (r < 0) return r;
-  if (ex->hlen) sock_write(c, ex->hbuf, ex->hlen);
+  const char *conn = "";
   if (!ex->conn_close) {
     if (!ex->keep_alive)
-      sock_write(c, "Connection: close\r\n", 19);
+      conn = "Connection: close\r\n";
     else if (ex->minor == 0)
-      sock_write(c, "Connection: keep-alive\r\n", 24);
+      conn = "Connection: keep-alive\r\n";
   }
-  return sock_write(c, "\r\n", 2);
+  size_t cl = strlen(conn), total = (size_t)n + ex->hlen + cl + 2;
+  char small[1024];
+  char *h = total <= sizeof small ? small : malloc(total);
+  if (h == NULL) return UV_ENOMEM;
+  memcpy(h, line, (size_t)n);
+  if (ex->hlen) memcpy(h + n, ex->hbuf, ex->hlen);
+  memcpy(h + (size_t)n + ex->hlen, conn, cl);
+  memcpy(h + total - 2, "\r\n", 2);
+  int r = sock_write(c, h, total);
+  if (h != small) free(h);
+  return r;
 }
 
 static void res_write(rill_stream_t *s, const rill_chunk_t *chunk) {

@@ -15,6 +15,22 @@ local types = {
   gz = "application/gzip", svg = "image/svg+xml",
 }
 
+-- stat results are kept for a second (nginx's open_file_cache does the same): a stat is a
+-- threadpool round trip, as costly as the rest of a small file's request.
+local stat_cache, stat_time = {}, 0
+local function cached_stat(file)
+  local now = os.time()
+  if now ~= stat_time then
+    stat_cache, stat_time = {}, now
+  end
+  local st = stat_cache[file]
+  if st == nil then
+    st = fs.stat(file) or false
+    stat_cache[file] = st
+  end
+  return st or nil
+end
+
 local function fail(res, code, text)
   res:status(code)
   res:header("Content-Type", "text/plain; charset=utf-8")
@@ -34,7 +50,7 @@ local srv = assert(http.listen{ host = host, port = port, handler = function(req
   if path:find("%.%.") or path:find("%z") then return fail(res, 403, "forbidden\n") end
   if path:sub(-1) == "/" then path = path .. "index.html" end
   local file = root .. path
-  local st = fs.stat(file)
+  local st = cached_stat(file)
   if not st or st.type ~= "file" then return fail(res, 404, "not found\n") end
   res:header("Content-Type", types[file:match("%.(%w+)$") or ""] or "application/octet-stream")
   res:header("Content-Length", st.size)
