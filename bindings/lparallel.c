@@ -495,8 +495,14 @@ static int run_job(lua_State *W) {
   decode(W, &j->in, 1);
   msg_reset(&j->in);
   if (lua_pcall(W, 1, 1, 1) != LUA_OK) {
-    const char *s = rill__errstring(W, -1);
-    j->err = strdup(s);
+    size_t len;
+    rill__errstring(W, -1);
+    const char *s = lua_tolstring(W, -1, &len);
+    /* The traceback's last line is this C function ("[C]: in ?"): noise for the user. */
+    static const char tail[] = "\n\t[C]: in ?";
+    if (len >= sizeof tail - 1 && memcmp(s + len - (sizeof tail - 1), tail, sizeof tail - 1) == 0)
+      len -= sizeof tail - 1;
+    j->err = strndup(s, len);
     return 0;
   }
   enc_t e;
