@@ -388,10 +388,21 @@ print("closed" if closed is not None and 0.8 < closed < 2.5 else "open %r" % clo
     assert.are.equal("<EOF>", rest)
   end)
 
-  it("survives clients that go away mid-request and mid-response", function()
-    raw({ "POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\npartial" }, 0.1)
-    sh(CLEAN .. "curl -s --max-time 0.2 " .. url("/big/65536") .. " >/dev/null")
+  it("survives clients that go away mid-request and mid-response, closing their fds (CASES 88)",
+     function()
+    local function fds()
+      return tonumber((sh("ls /proc/" .. server.pid .. "/fd | wc -l")))
+    end
     assert.matches("^%d+$", curl(url("/count")))
+    os.execute("sleep 0.2")
+    local before = fds()
+    for _ = 1, 5 do
+      raw({ "POST /len HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\npartial" }, 0.05)
+      sh(CLEAN .. "curl -s --max-time 0.2 " .. url("/big/65536") .. " >/dev/null")
+    end
+    assert.matches("^%d+$", curl(url("/count")))
+    os.execute("sleep 0.3")
+    assert.are.equal(before, fds())
   end)
 end)
 
