@@ -2,7 +2,8 @@
 -- and items/s of a trivial fn through parallel(2, fn) against a plain map(fn).
 -- Run: build/rill bench/parallel.lua [runs]
 -- Prints "name value unit" lines. Times are wall-clock seconds (other engineers may load the
--- machine: the speed-up is given as the best and the median of the runs).
+-- machine: the speed-up is given as the best and the median of the runs, next to what two
+-- independent lua5.4 processes got from the machine in the same runs).
 local rill = rawget(_G, "rill") or require "rill"
 local stream = require "rill.stream"
 
@@ -68,8 +69,19 @@ end
 
 -- Runs alternate (1 worker, 2 workers, 1, 2, ...) so that a burst of load from elsewhere hits
 -- both alike; each speed-up is a ratio of best times, or of median times.
+-- The reference: what two independent lua5.4 processes get from the machine at the same time
+-- (the same loop as cpu, for as many iterations as one worker runs in a run).
+local SPIN = ("local h = 0 for i = 1, %d do h = (h * 31 + i) %% 1000003 end"):format(CPU_ITEMS * 120000)
+local function processes(k)
+  local cmd = {}
+  for i = 1, k do cmd[i] = "lua5.4 -e '" .. SPIN .. "' &" end
+  local t0 = now()
+  assert(os.execute("sh -c \"" .. table.concat(cmd, " ") .. " wait\""))
+  return now() - t0
+end
+
 local items = range(CPU_ITEMS)
-local t1s, t2s, used = {}, {}, {}
+local t1s, t2s, used, p1s, p2s = {}, {}, {}, {}, {}
 for r = 1, RUNS do
   local t1, c1 = timed(items, stream.parallel(1, cpu))
   local c0 = os.clock()
@@ -77,12 +89,15 @@ for r = 1, RUNS do
   used[r] = (os.clock() - c0) / t2 -- CPUs this process got during the 2-worker run
   assert(c1 == CPU_ITEMS and c2 == CPU_ITEMS)
   t1s[r], t2s[r] = t1, t2
+  p1s[r], p2s[r] = processes(1), processes(2) / 2
 end
 figure("parallel_cpu_1_worker_best", best_of(t1s), "s")
 figure("parallel_cpu_2_workers_best", best_of(t2s), "s")
 figure("parallel_speedup_2_over_1_best", best_of(t1s) / best_of(t2s), "x")
 figure("parallel_speedup_2_over_1_median", median(t1s) / median(t2s), "x")
 figure("parallel_cpus_used_2_workers_median", median(used), "CPUs")
+figure("machine_two_processes_speedup_best", best_of(p1s) / best_of(p2s), "x")
+figure("machine_two_processes_speedup_median", median(p1s) / median(p2s), "x")
 local single = {}
 for r = 1, RUNS do single[r] = timed(items, stream.map(cpu)) end
 figure("map_cpu_same_work_best", best_of(single), "s")
