@@ -60,6 +60,8 @@ typedef struct {
   rill_err_t *derr;     /* destroy's error, held until destroy_done */
   void (*open_cb)(rill_stream_t *s, void *arg);
   void *open_arg;
+  void (*cancel)(void *arg); /* while lent to the fast path */
+  void *cancel_arg;
 } reader_t;
 
 static const rill_stream_impl_t reader_impl;
@@ -121,13 +123,15 @@ static int rd_setup(reader_t *r) {
   return 0;
 }
 
+static void rd_call_open_cb(reader_t *r) {
+  void (*cb)(rill_stream_t *, void *) = r->open_cb;
+  r->open_cb = NULL;
+  if (cb) cb(r->s, r->open_arg);
+}
+
 static void rd_opened(reader_t *r) {
   r->opened = 1;
-  if (r->open_cb) {
-    void (*cb)(rill_stream_t *, void *) = r->open_cb;
-    r->open_cb = NULL;
-    cb(r->s, r->open_arg);
-  }
+  rd_call_open_cb(r);
   if (r->want && !r->destroying && !r->busy) rd_pump(r);
 }
 
@@ -143,6 +147,7 @@ static void rd_open_done(uv_fs_t *req) {
   }
   if (r->destroying) {
     rd_maybe_destroyed(r);
+    rd_call_open_cb(r); /* a waiter (the fast path) learns the stream is gone */
     rill_stream_unref(r->s);
     return;
   }
@@ -405,6 +410,7 @@ static void rd_maybe_destroyed(reader_t *r) {
 static void rd_destroy(rill_stream_t *s, rill_err_t *err) {
   reader_t *r = rill_stream_data(s);
   r->destroying = 1;
+  if (r->busy && r->cancel) r->cancel(r->cancel_arg);
   r->want = 0;
   r->derr = rill_err_ref(err);
   if (r->inflight) uv_cancel((uv_req_t *)&r->req); /* its callback answers, canceled or not */
@@ -555,6 +561,8 @@ typedef struct {
   void *open_arg;
   void (*err_cb)(rill_stream_t *s, int code, void *arg);
   void *err_arg;
+  void (*cancel)(void *arg); /* while lent to the fast path */
+  void *cancel_arg;
 } writer_t;
 
 static const rill_stream_impl_t writer_impl;
@@ -738,6 +746,7 @@ static void wr_maybe_destroyed(writer_t *w) {
 static void wr_destroy(rill_stream_t *s, rill_err_t *err) {
   writer_t *w = rill_stream_data(s);
   w->destroying = 1;
+  if (w->busy && w->cancel) w->cancel(w->cancel_arg);
   w->derr = rill_err_ref(err);
   if (w->opening) uv_cancel((uv_req_t *)&w->req);
   if (w->poll_init && !w->poll_closing) {
@@ -790,6 +799,9 @@ static void wr_open_done(uv_fs_t *req) {
   }
   if (w->destroying) {
     wr_maybe_destroyed(w);
+    void (*cb)(rill_stream_t *, void *) = w->open_cb;
+    w->open_cb = NULL;
+    if (cb) cb(w->s, w->open_arg); /* a waiter (the fast path) learns the stream is gone */
   } else if (res < 0) {
     void (*cb)(rill_stream_t *, void *) = w->open_cb;
     w->open_cb = NULL;
@@ -962,28 +974,54 @@ int rill__file_when_open(rill_stream_t *s, void (*cb)(rill_stream_t *s, void *ar
   return UV_EINVAL;
 }
 
-void rill__file_set_busy(rill_stream_t *s, int busy) {
+void rill__file_lend(rill_stream_t *s, void (*cancel)(void *arg), void *arg) {
   if (rill__file_is_reader(s)) {
     reader_t *r = rill_stream_data(s);
-    r->busy = busy != 0;
-    if (!busy) {
-      if (r->destroying) {
-        rd_maybe_destroyed(r);
-      } else if (r->want) {
-        rd_pump(r);
-      }
+    r->busy = 1;
+    r->cancel = cancel;
+    r->cancel_arg = arg;
+  } else if (rill__file_is_writer(s)) {
+    writer_t *w = rill_stream_data(s);
+    w->busy = 1;
+    w->cancel = cancel;
+    w->cancel_arg = arg;
+  }
+}
+
+int rill__file_claimed(rill_stream_t *s) {
+  if (rill__file_is_reader(s)) {
+    reader_t *r = rill_stream_data(s);
+    return r->busy || r->open_cb != NULL;
+  }
+  if (rill__file_is_writer(s)) {
+    writer_t *w = rill_stream_data(s);
+    return w->busy || w->open_cb != NULL;
+  }
+  return 0;
+}
+
+void rill__file_return(rill_stream_t *s) {
+  rill_stream_ref(s);
+  if (rill__file_is_reader(s)) {
+    reader_t *r = rill_stream_data(s);
+    r->busy = 0;
+    r->cancel = NULL;
+    if (r->destroying) {
+      rd_maybe_destroyed(r);
+    } else if (r->want) {
+      rd_pump(r);
     }
   } else if (rill__file_is_writer(s)) {
     writer_t *w = rill_stream_data(s);
-    w->busy = busy != 0;
-    if (!busy) {
-      if (w->destroying) {
-        wr_maybe_destroyed(w);
-      } else if (w->inflight) {
-        wr_start(w);
-      }
+    w->busy = 0;
+    w->cancel = NULL;
+    if (w->destroying) {
+      wr_maybe_destroyed(w);
+    } else if (w->inflight) {
+      wr_start(w);
     }
   }
+  rill_stream_unref(s);
 }
 
 /* ======================== whole-file operations ======================== */

@@ -94,12 +94,16 @@ int rill__file_writer_info(rill_stream_t *s, rill_file_info_t *info);
 /* The fast path moved n bytes out of the reader: advance it; eof: it reached the end (the
  * next read ends the stream). */
 void rill__file_reader_advance(rill_stream_t *s, int64_t n, int eof);
-/* Runs cb(s, arg) once the reader or writer s has opened its file (at once when it has), or
- * with s failed when the open failed. Returns 0, or UV_EINVAL if s is not a file stream. */
+/* Runs cb(s, arg) once the reader or writer s has opened its file (at once when it has, or when
+ * it is not opening any more, e.g. failed). Returns 0, or UV_EINVAL if s is not a file stream. */
 int rill__file_when_open(rill_stream_t *s, void (*cb)(rill_stream_t *s, void *arg), void *arg);
-/* Marks a file stream as lent to the fast path (busy != 0) or given back: a busy stream's
- * destroy waits until it is given back. */
-void rill__file_set_busy(rill_stream_t *s, int busy);
+/* Lends a file stream to the fast path: its own reads or writes wait, and a destroy calls
+ * cancel(arg) at once and completes only once the stream is given back. */
+void rill__file_lend(rill_stream_t *s, void (*cancel)(void *arg), void *arg);
+/* Gives it back: waiting reads or writes go on, or a waiting destroy completes. */
+void rill__file_return(rill_stream_t *s);
+/* Nonzero while a file stream is lent to the fast path or has an open waiter. */
+int rill__file_claimed(rill_stream_t *s);
 /* Nonzero when s is a file reader or writer made by this file. */
 int rill__file_is_reader(const rill_stream_t *s);
 int rill__file_is_writer(const rill_stream_t *s);

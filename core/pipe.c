@@ -1,6 +1,8 @@
 /* core/pipe.c: pipe (Node's Readable.prototype.pipe), pipeline and finished, in C. */
 #include "pipe.h"
 
+#include "splice.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +166,14 @@ int rill_stream_pipe(rill_stream_t *src, rill_stream_t *dst, int end) {
   if (src == dst || !(rill_stream_flags(src) & RILL_STREAM_READABLE) ||
       !(rill_stream_flags(dst) & RILL_STREAM_WRITABLE))
     return UV_EINVAL;
+  /* The native fast path (core/splice.h): a file into a file or socket moves in the kernel. */
+  if (!((rill_stream_state(src) | rill_stream_state(dst)) & RILL_SS_CLOSED) &&
+      rill__splice_try(src, dst, end))
+    return 0;
+  return rill__pipe_plain(src, dst, end);
+}
+
+int rill__pipe_plain(rill_stream_t *src, rill_stream_t *dst, int end) {
   if ((rill_stream_state(src) | rill_stream_state(dst)) & RILL_SS_CLOSED) return 0;
   if (rill_stream_state(src) & RILL_SS_END_EMITTED) {
     /* Node: a source that already ended ends the destination on the next tick. */

@@ -15,6 +15,8 @@ typedef struct rill_pipe_s rill_pipe_t;
  * (src has no readable side, dst no writable side, or src == dst). Piping a stream that has
  * already closed does nothing. */
 int rill_stream_pipe(rill_stream_t *src, rill_stream_t *dst, int end);
+/* The pipe itself, without the native fast path (core/splice.c falls back to it). */
+int rill__pipe_plain(rill_stream_t *src, rill_stream_t *dst, int end);
 /* Undoes the pipe from src to dst (NULL: to every destination); emits "unpipe" on each. */
 void rill_stream_unpipe(rill_stream_t *src, rill_stream_t *dst);
 /* Number of destinations src is piped into. */

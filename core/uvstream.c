@@ -14,7 +14,7 @@ typedef struct {
   rill_slab_t *slab;    /* current read slab (one reference) */
   uint64_t nread, nwritten;
   unsigned ready : 1, want : 1, reading : 1, eof : 1, destroying : 1, closed : 1, writing : 1,
-      write_pending : 1, final_pending : 1, shutting : 1, busy : 1, fast_eof : 1, closing : 1;
+      write_pending : 1, final_pending : 1, shutting : 1, busy : 1, closing : 1;
   const rill_chunk_t *chunks; /* waiting for ready */
   size_t nchunks;
   uv_write_t wreq;
@@ -24,6 +24,10 @@ typedef struct {
   size_t bufcap;
   size_t wbytes;
   rill_err_t *derr;
+  void (*cancel)(void *arg); /* while the write side is lent to the fast path */
+  void *cancel_arg;
+  void (*ready_cb)(rill_uvs_t *u, void *arg); /* rill__uvs_when_ready */
+  void *ready_arg;
   _Alignas(max_align_t) unsigned char extra[];
 } uvs_t;
 
@@ -89,13 +93,7 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void start_reading(uvs_t *u) {
-  if (u->reading || !u->ready || u->eof || u->destroying || u->busy || u->closed) return;
-  if (u->fast_eof) {
-    u->eof = 1;
-    u->want = 0;
-    rill_stream_push(u->pub.s, NULL);
-    return;
-  }
+  if (u->reading || !u->ready || u->eof || u->destroying || u->closed) return;
   int e = uv_read_start(&u->pub.u.stream, alloc_cb, read_cb);
   if (e) {
     fail(u, e, "read");
@@ -218,25 +216,42 @@ static void uvs_final(rill_stream_t *s) {
 /* ---- readiness and lending ---- */
 
 static void resume_waiting(uvs_t *u) {
-  if (u->write_pending) {
+  if (u->write_pending && !u->busy) {
     u->write_pending = 0;
     submit(u, u->chunks, u->nchunks);
   }
-  if (u->final_pending && !u->destroying) {
+  if (u->final_pending && !u->destroying && !u->busy) {
     u->final_pending = 0;
     do_final(u);
   }
   if (u->want && !u->destroying) start_reading(u);
 }
 
+static void call_ready_cb(uvs_t *u) {
+  void (*cb)(rill_uvs_t *, void *) = u->ready_cb;
+  u->ready_cb = NULL;
+  if (cb) cb(&u->pub, u->ready_arg);
+}
+
 void rill_uvs_ready(rill_uvs_t *pub) {
   uvs_t *u = UVS(pub);
   if (u->ready) return;
   u->ready = 1;
-  if (u->destroying || u->busy) return;
+  if (u->destroying) return;
   rill_stream_ref(pub->s);
+  call_ready_cb(u);
   resume_waiting(u);
   rill_stream_unref(pub->s);
+}
+
+void rill__uvs_when_ready(rill_uvs_t *pub, void (*cb)(rill_uvs_t *u, void *arg), void *arg) {
+  uvs_t *u = UVS(pub);
+  if (u->ready || u->destroying) {
+    cb(pub, arg);
+    return;
+  }
+  u->ready_cb = cb;
+  u->ready_arg = arg;
 }
 
 /* ---- destroy ---- */
@@ -270,6 +285,8 @@ static void close_now(uvs_t *u) {
 static void uvs_destroy(rill_stream_t *s, rill_err_t *err) {
   uvs_t *u = rill_stream_data(s);
   u->destroying = 1;
+  if (u->busy && u->cancel) u->cancel(u->cancel_arg);
+  call_ready_cb(u); /* a waiter learns that it never will be */
   u->derr = rill_err_ref(err);
   if (u->pub.on_destroy) u->pub.on_destroy(&u->pub);
   close_now(u);
@@ -390,25 +407,33 @@ void rill_uvs_counts(const rill_uvs_t *pub, uint64_t *read, uint64_t *written) {
 
 int rill__uvs_fd_info(rill_uvs_t *pub, int *fd, int for_write) {
   uvs_t *u = UVS(pub);
-  if (!u->ready || u->destroying || u->closed || u->busy || u->writing || u->write_pending ||
-      u->shutting || u->eof)
+  if (!u->ready || u->destroying || u->closed || u->busy) return 0;
+  if (for_write && (u->writing || u->write_pending || u->shutting ||
+                    rill_stream_writable_length(pub->s) != 0))
     return 0;
-  if (!for_write && (rill_stream_readable_length(pub->s) != 0)) return 0;
-  if (for_write && rill_stream_writable_length(pub->s) != 0) return 0;
+  if (!for_write && (u->eof || rill_stream_readable_length(pub->s) != 0)) return 0;
   uv_os_fd_t f;
   if (uv_fileno(&pub->u.handle, &f) != 0) return 0;
   *fd = f;
   return 1;
 }
 
-void rill__uvs_set_busy(rill_uvs_t *pub, int busy) {
+void rill__uvs_lend_writes(rill_uvs_t *pub, void (*cancel)(void *arg), void *arg) {
   uvs_t *u = UVS(pub);
-  if (busy) {
-    stop_reading(u);
-    u->busy = 1;
-    return;
-  }
+  u->busy = 1;
+  u->cancel = cancel;
+  u->cancel_arg = arg;
+}
+
+int rill__uvs_claimed(rill_uvs_t *pub) {
+  uvs_t *u = UVS(pub);
+  return u->busy || u->ready_cb != NULL;
+}
+
+void rill__uvs_return_writes(rill_uvs_t *pub) {
+  uvs_t *u = UVS(pub);
   u->busy = 0;
+  u->cancel = NULL;
   rill_stream_ref(pub->s);
   if (u->destroying) {
     close_now(u);
@@ -416,8 +441,4 @@ void rill__uvs_set_busy(rill_uvs_t *pub, int busy) {
     resume_waiting(u);
   }
   rill_stream_unref(pub->s);
-}
-
-void rill__uvs_set_eof(rill_uvs_t *pub) {
-  UVS(pub)->fast_eof = 1;
 }

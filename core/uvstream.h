@@ -60,9 +60,14 @@ void rill_uvs_counts(const rill_uvs_t *u, uint64_t *read, uint64_t *written);
 /* Fast path (core/splice.c): the descriptor, 1 when the adapter is idle (ready, no write in
  * flight, not reading, nothing buffered), else 0. */
 int rill__uvs_fd_info(rill_uvs_t *u, int *fd, int for_write);
-/* Lends the adapter to the fast path (busy) or gives it back; destroy waits for it. */
-void rill__uvs_set_busy(rill_uvs_t *u, int busy);
-/* The fast path read to EOF from this adapter: the next read ends the stream. */
-void rill__uvs_set_eof(rill_uvs_t *u);
+/* Runs cb(u, arg) once the adapter is ready (at once if it is), or once it is destroyed before
+ * (then cb sees it destroyed). One waiter at a time. */
+void rill__uvs_when_ready(rill_uvs_t *u, void (*cb)(rill_uvs_t *u, void *arg), void *arg);
+/* Lends the adapter's write side to the fast path: its own writes and final wait (reading goes
+ * on), and a destroy calls cancel(arg) at once and closes only once it is given back. */
+void rill__uvs_lend_writes(rill_uvs_t *u, void (*cancel)(void *arg), void *arg);
+void rill__uvs_return_writes(rill_uvs_t *u);
+/* Nonzero while the write side is lent or a ready waiter is set. */
+int rill__uvs_claimed(rill_uvs_t *u);
 
 #endif

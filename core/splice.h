@@ -1,0 +1,32 @@
+/* core/splice.h: the native fast path: a file piped into a file, a socket, a pipe or a device
+ * moves in the kernel (copy_file_range, sendfile), never through the stream machinery. */
+#ifndef RILL_SPLICE_H
+#define RILL_SPLICE_H
+
+#include "stream.h"
+
+/* When it applies
+ * ---------------
+ * rill_stream_pipe (and so pipeline) asks here first. The fast path takes the pipe when the
+ * source is a file reader (core/file.h) of a regular file, not following, with nothing read yet
+ * and no "data" listener or other destination, and the destination is a file writer or a
+ * libuv stream (TCP socket, pipe) with nothing queued and no other source. Then no chunk exists:
+ * a threadpool job moves the bytes with copy_file_range (file to file), sendfile (file to
+ * socket, pipe, /dev/null, or file when copy_file_range cannot), or a pread/write loop with one
+ * buffer where the kernel can do neither (e.g. /dev/full: its ENOSPC still arrives). Afterwards
+ * the source ends ("end", "close") and the destination is ended (end != 0), exactly as the plain
+ * pipe would leave them; errors fail the stream they belong to (read errors the source, write
+ * errors the destination), so pipeline's callback gets them. A destroy of either stream during
+ * the copy cancels it within a fraction of a second. Opening files is asynchronous: the decision
+ * waits until both are open; a source that turns out not to be a regular file (a FIFO) gets the
+ * plain pipe instead.
+ *
+ * RILL_NO_FASTPATH=1 in the environment turns the fast path off (for measurements and tests). */
+
+/* Takes the pipe src -> dst if the fast path may apply (1), else 0 (nothing happened: pipe the
+ * plain way). */
+int rill__splice_try(rill_stream_t *src, rill_stream_t *dst, int end);
+/* Number of copies that went through the kernel (or the loop fallback) since start: for tests. */
+unsigned long rill_splice_count(void);
+
+#endif
