@@ -1,5 +1,6 @@
 -- spec/fs_spec.lua: rill.fs: readers, writers, whole-file calls, their errors and descriptors.
 local helper = require "spec.helper"
+local io_helper = require "spec.io_helper"
 local rill = helper.rill
 local fs = require "rill.fs"
 local stream = require "rill.stream"
@@ -318,7 +319,8 @@ describe("fs descriptors", function()
   it("are all closed after a thousand failures of each kind", function()
     run(function() fs.stat(tmp) end) -- warm up the threadpool (its own descriptors)
     collectgarbage()
-    local before = helper.fd_count()
+    io_helper.settle()
+    local before = io_helper.fds()
     run(function()
       for i = 1, 1000 do
         local r = fs.reader(i % 2 == 0 and path("missing") or tmp)
@@ -335,11 +337,12 @@ describe("fs descriptors", function()
     end)
     collectgarbage()
     collectgarbage()
-    assert.are.equal(before, helper.fd_count())
+    assert.are.same({}, io_helper.leaked(before))
   end)
 
   it("are closed when a reader or writer is dropped without being closed", function()
-    local before = helper.fd_count()
+    io_helper.settle()
+    local before = io_helper.fds()
     run(function()
       for _ = 1, 100 do
         local r = fs.reader(path("big.bin"))
@@ -352,7 +355,7 @@ describe("fs descriptors", function()
     collectgarbage()
     collectgarbage()
     run(function() rill.sleep(10) end)
-    assert.are.equal(before, helper.fd_count())
+    assert.are.same({}, io_helper.leaked(before))
   end)
 end)
 

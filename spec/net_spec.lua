@@ -1,5 +1,6 @@
 -- spec/net_spec.lua: rill.net: TCP servers and connections as duplex streams.
 local helper = require "spec.helper"
+local io_helper = require "spec.io_helper"
 local rill = helper.rill
 local net = require "rill.net"
 local stream = require "rill.stream"
@@ -233,7 +234,8 @@ describe("rill.net", function()
       local port
       run(function() port = closed_port() end)
       collectgarbage()
-      local before = helper.fd_count()
+      io_helper.settle()
+    local before = io_helper.fds()
       run(function()
         for _ = 1, 1000 do
           local s, err = net.connect("127.0.0.1", port)
@@ -254,7 +256,7 @@ describe("rill.net", function()
       collectgarbage()
       collectgarbage()
       run(function() rill.sleep(10) end)
-      assert.are.equal(before, helper.fd_count())
+      assert.are.same({}, io_helper.leaked(before))
     end)
 
   it("stays up through EMFILE and serves again once descriptors are free", function()

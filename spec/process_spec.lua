@@ -1,5 +1,6 @@
 -- spec/process_spec.lua: rill.process: spawn, stdio streams, wait, kill, cwd, env, failures.
 local helper = require "spec.helper"
+local io_helper = require "spec.io_helper"
 local rill = helper.rill
 local process = require "rill.process"
 local stream = require "rill.stream"
@@ -126,7 +127,8 @@ describe("rill.process", function()
     -- The first spawn opens the loop's child-signal pipe, which stays: warm it up.
     run(function() process.spawn("true"):wait() end)
     collectgarbage()
-    local before = helper.fd_count()
+    io_helper.settle()
+    local before = io_helper.fds()
     run(function()
       for _ = 1, 1000 do
         local c, err = process.spawn("does-not-exist-rill")
@@ -138,7 +140,7 @@ describe("rill.process", function()
     end)
     collectgarbage()
     collectgarbage()
-    assert.are.equal(before, helper.fd_count())
+    assert.are.same({}, io_helper.leaked(before))
     assert.are.equal(0, zombies())
   end)
 
@@ -146,7 +148,8 @@ describe("rill.process", function()
     run(function() local c = process.spawn("true"); c:wait() end)
     collectgarbage()
     collectgarbage()
-    local before = helper.fd_count()
+    io_helper.settle()
+    local before = io_helper.fds()
     run(function()
       for _ = 1, 50 do
         local c = assert(process.spawn("echo", { "x" }))
@@ -157,7 +160,7 @@ describe("rill.process", function()
     collectgarbage()
     collectgarbage()
     run(function() rill.sleep(5) end)
-    assert.are.equal(before, helper.fd_count())
+    assert.are.same({}, io_helper.leaked(before))
     assert.are.equal(0, zombies())
   end)
 

@@ -1,5 +1,6 @@
 -- spec/udp_spec.lua: rill.udp: bind, send, and the object-mode readable of messages.
 local helper = require "spec.helper"
+local io_helper = require "spec.io_helper"
 local rill = helper.rill
 local udp = require "rill.udp"
 local buffer = require "rill.buffer"
@@ -79,7 +80,8 @@ describe("rill.udp", function()
     collectgarbage()
     collectgarbage()
     run(function() rill.sleep(10) end)
-    local before = helper.fd_count()
+    io_helper.settle()
+    local before = io_helper.fds()
     run(function()
       for _ = 1, 200 do
         local s = assert(udp.bind {})
@@ -94,7 +96,7 @@ describe("rill.udp", function()
     collectgarbage()
     collectgarbage()
     run(function() rill.sleep(5) end)
-    assert.are.equal(before, helper.fd_count())
+    assert.are.same({}, io_helper.leaked(before))
   end)
 
   it("raises on misuse", function()
