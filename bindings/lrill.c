@@ -27,6 +27,7 @@ static const luaL_Reg cmodules[] = {
     {"rill.udp", rill__open_udp},
     {"rill.process", rill__open_process},
     {"rill.stdio", rill__open_stdio},
+    {"rill._progress", rill__open_progress},
     {"rill.zlib", rill__open_zlib},
     {"rill._http", rill__open_http},
     {NULL, NULL},

@@ -118,6 +118,7 @@ int rill__open_net(lua_State *L);     /* bindings/lnet.c: rill.net (TCP) */
 int rill__open_udp(lua_State *L);     /* bindings/ludp.c: rill.udp */
 int rill__open_process(lua_State *L); /* bindings/lprocess.c: rill.process */
 int rill__open_stdio(lua_State *L);   /* bindings/lstdio.c: rill.stdio (rill.stdin/stdout/stderr) */
+int rill__open_progress(lua_State *L); /* bindings/lprogress.c: rill._progress (stream.progress) */
 
 /* Helpers of the I/O bindings (bindings/lio.c). */
 /* Makes sure the stream binding is open (rill.stream if present, else rill._stream) and that

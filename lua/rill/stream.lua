@@ -397,6 +397,15 @@ function M.lines(opts)
   return C.split_stream(nil, max)
 end
 
+-- stream.progress([{total = bytes, label = s}]): a native pass-through that draws a progress bar
+-- with rate and ETA on stderr when stderr is a terminal (force = true draws anyway).
+function M.progress(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #1 to 'progress' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  return require("rill._progress").new(opts)
+end
+
 function M.split(sep, opts)
   if type(sep) ~= "string" and not buffer.is(sep) then
     error(("bad argument #1 to 'split' (string expected, got %s)"):format(type(sep)), 2)
