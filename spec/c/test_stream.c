@@ -989,6 +989,25 @@ static void test_writev_and_coalesce(void) {
   CHECK_LOG("cbv(ok) cbv(ok) cbv(ok) cbv(ok) cbv(ok)");
   rill_stream_destroy(w, NULL);
   rill_stream_unref(w);
+  /* More than one writev batch (1024 chunks) buffered behind a write, acknowledged at once:
+   * every batch goes out, none is stranded. */
+  w = mk(&sinkv_impl, RILL_STREAM_WRITABLE, 0, RILL_HWM_DEFAULT, &t);
+  t->no_ack = 1;
+  chunk_str(&c, "a");
+  rill_stream_write(w, &c, NULL, NULL);
+  for (int i = 0; i < 3000; i++) {
+    chunk_str(&c, "b");
+    rill_stream_write(w, &c, NULL, NULL);
+  }
+  t->no_ack = 0;
+  rill_stream_write_done(w, NULL);
+  CHECK_INT(t->gotlen, 3001);
+  CHECK_INT(t->writev_calls, 3);
+  CHECK_INT(rill_stream_writable_length(w), 0);
+  rill_stream_end(w, NULL, NULL, NULL);
+  run();
+  CHECK(rill_stream_state(w) & RILL_SS_FINISHED);
+  rill_stream_unref(w);
   /* Coalescing sink: small writes while one is in flight join one chunk. */
   w = mk(&sink_impl, RILL_STREAM_WRITABLE | RILL_STREAM_COALESCE, 0, RILL_HWM_DEFAULT, &t);
   t->ack_async = 1;
