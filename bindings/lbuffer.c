@@ -46,6 +46,9 @@ void rill__pushbuffer(lua_State *L, rill_view_t *v) {
   *u = *v;
   v->slab = NULL;
   v->off = v->len = 0;
+  /* The collector sees a small userdata, not the bytes it pins: tell it, so that a stream of
+   * chunks handed to Lua is collected at the pace it is made (memory stays flat). */
+  if (u->len >= 1024) lua_gc(L, LUA_GCSTEP, (int)(u->len >> 10));
 }
 
 rill_view_t *rill__tobuffer(lua_State *L, int idx) {
