@@ -123,8 +123,47 @@ static rill_slab_t *slab_malloc(size_t cap) {
   return s;
 }
 
+#ifdef RILL_FAULT_INJECTION
+/* Test-only fault injection, compiled in only with -DRILL_FAULT_INJECTION (spec/faults_spec.lua
+ * drives it through a child `rill`): the environment, read once, says which slab requests fail,
+ * as if malloc or the memory cap had refused them.
+ *   RILL_FAULT_SLAB_SIZE=n  every request for a slab of exactly n bytes fails;
+ *   RILL_FAULT_SLAB_NTH=k   the k-th request of the process (1-based, any thread) fails, once;
+ *   RILL_FAULT_SLAB_COUNT=1 at exit, "rill-fault: slab requests N" goes to stderr (the range
+ *                           of k worth trying). */
+#include <pthread.h>
+#include <stdio.h>
+
+static size_t fault_size;
+static long fault_nth;
+static atomic_long fault_count;
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void fault_report(void) {
+  fprintf(stderr, "rill-fault: slab requests %ld\n", atomic_load(&fault_count));
+}
+
+static void fault_init(void) {
+  if (getenv("RILL_FAULT_SLAB_COUNT")) atexit(fault_report);
+  const char *v = getenv("RILL_FAULT_SLAB_SIZE");
+  if (v) fault_size = (size_t)strtoull(v, NULL, 10);
+  v = getenv("RILL_FAULT_SLAB_NTH");
+  if (v) fault_nth = strtol(v, NULL, 10);
+}
+
+static int fault_slab(size_t cap) {
+  pthread_once(&fault_once, fault_init);
+  long n = atomic_fetch_add(&fault_count, 1) + 1;
+  if (fault_size && cap == fault_size) return 1;
+  return n == fault_nth;
+}
+#endif
+
 rill_slab_t *rill_slab_new(size_t cap) {
   rill_slab_t *s;
+#ifdef RILL_FAULT_INJECTION
+  if (fault_slab(cap)) return NULL;
+#endif
   rill_slab_account_t *a = current;
   if (a && charge(a, cap) != 0) return NULL;
   if (cap == RILL_SLAB_SIZE && pool.head != NULL) {
