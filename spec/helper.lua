@@ -3,6 +3,17 @@ local rill = require "rill"
 
 local helper = {}
 
+-- The sanitizer run preloads libasan into lua5.4 (it loads an instrumented rill.so). Tools the
+-- specs start through a shell (ps, curl, gzip...) must not inherit that: some hang under it.
+if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+  local popen, execute = io.popen, os.execute
+  io.popen = function(cmd, ...) return popen("unset LD_PRELOAD; " .. cmd, ...) end
+  os.execute = function(cmd, ...)
+    if cmd == nil then return execute() end
+    return execute("unset LD_PRELOAD; " .. cmd, ...)
+  end
+end
+
 helper.rill = rill
 helper.bin = os.getenv("RILL_BIN") or "build/rill"
 
