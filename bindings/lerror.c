@@ -73,27 +73,37 @@ int rill__raise(lua_State *L, int err, const char *fname) {
   return lua_error(L);
 }
 
-const char *rill__errstring(lua_State *L, int idx) {
-  idx = lua_absindex(L, idx);
-  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
-    lua_pushvalue(L, idx);
-    return lua_tostring(L, -1); /* converts the copy, as lua.c does for numbers */
+/* The message of the error value at 1 (a non-string): its __tostring, else its type; error
+ * tables get their traceback field appended. Runs protected: __tostring is user code. */
+static int tostring_p(lua_State *L) {
+  if (!luaL_callmeta(L, 1, "__tostring") || lua_type(L, -1) != LUA_TSTRING) {
+    lua_settop(L, 1);
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
-  if (!luaL_callmeta(L, idx, "__tostring")) {
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
-  } else if (lua_type(L, -1) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
-  }
-  /* Error tables keep their traceback in a field (the message handler sets it). */
-  if (lua_type(L, idx) == LUA_TTABLE) {
-    if (lua_getfield(L, idx, "traceback") == LUA_TSTRING) {
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    if (lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
       lua_pushliteral(L, "\n");
       lua_insert(L, -2);
       lua_concat(L, 3);
     } else {
       lua_pop(L, 1);
     }
+  }
+  return 1;
+}
+
+const char *rill__errstring(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
+    lua_pushvalue(L, idx);
+    return lua_tostring(L, -1); /* converts the copy, as lua.c does for numbers */
+  }
+  lua_pushcfunction(L, tostring_p);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "(error object is a %s value whose __tostring failed)",
+                    luaL_typename(L, idx));
   }
   return lua_tostring(L, -1);
 }

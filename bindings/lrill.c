@@ -78,11 +78,22 @@ int rill__pcall(lua_State *L, int nargs, int nres) {
   return status;
 }
 
+/* Stores the message of the error value at 1 (its __tostring may raise or run out of memory:
+ * hence a protected call). */
+static int store_failure(lua_State *L) {
+  rill__errstring(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILED_KEY);
+  return 0;
+}
+
 static void fail_stop(rill_ctx_t *ctx, lua_State *L) {
-  /* No hook (or the hook failed): keep the message for rill_run and stop the loop. */
+  /* No hook (or the hook failed): keep the message for rill_run and stop the loop. Nothing
+   * here may raise: we are outside any protected call. The registry slot exists from the
+   * start (false), so storing into it does not allocate. */
   if (!ctx->failed) {
-    rill__errstring(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILED_KEY);
+    lua_pushcfunction(L, store_failure);
+    lua_pushvalue(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1); /* the message stays false */
     ctx->failed = 1;
   }
   lua_pop(L, 1);
@@ -196,7 +207,7 @@ static int l_run(lua_State *L) {
     lua_call(L, 2, 0); /* os.exit(code, true): closes the state, and so the loop */
   }
   if (r == 2) {
-    rill__take_failure(L);
+    lua_pushstring(L, rill__take_failure(L));
     return lua_error(L);
   }
   return 0;
@@ -206,9 +217,10 @@ const char *rill__take_failure(lua_State *L) {
   rill_ctx_t *ctx = rill__ctx(L);
   ctx->failed = 0;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &FAILED_KEY);
-  lua_pushnil(L);
+  lua_pushboolean(L, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILED_KEY);
-  return lua_tostring(L, -1);
+  if (lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+  return "uncaught error (its message could not be made: not enough memory, or its __tostring failed)";
 }
 
 static int l_exit(lua_State *L) {
@@ -339,6 +351,8 @@ rill_ctx_t *rill__ctx_open(lua_State *L, uv_loop_t *uv) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &ANCHOR_KEY);
   lua_pushlightuserdata(L, ctx);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+  lua_pushboolean(L, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &FAILED_KEY);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TICKS_KEY);
   lua_newtable(L);

@@ -58,7 +58,8 @@ int rill__is_exit(lua_State *L, int idx);
 /* For a callback the loop invokes: rill__pcall, and on error rill__uncaught; then drains the
  * tick queue. Leaves nothing on the stack; returns the call status. */
 int rill__callback(lua_State *L, int nargs);
-/* Pushes a traceback-carrying message of the error value at idx, for stderr. */
+/* Pushes a traceback-carrying message of the error value at idx, for stderr. Never raises
+ * for a bad __tostring (user code runs protected). */
 const char *rill__errstring(lua_State *L, int idx);
 
 /* Error values: a table {code=, message=, syscall=, path=} with metatable "rill.error".

@@ -70,6 +70,10 @@ describe("the rill command", function()
       { "error(nil)", "error object is a nil value" },
       { "error(42)", "42" },
       { "error(io.stdout)", "file" },
+      { "error(setmetatable({}, {__tostring = function() error('bad tostring') end}))",
+        "(error object is a table value whose __tostring failed)" },
+      { "rill.sleep(1) error(setmetatable({}, {__tostring = function() return {} end}))",
+        "error object is a table value" },
     }
     for _, c in ipairs(cases) do
       local _, err, code = cli({ "-e", c[1] })
