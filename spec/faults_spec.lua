@@ -121,7 +121,11 @@ local dir = rill.argv[1]
 -- trick) and the first spawn on (its SIGCHLD pipe): make them exist before counting.
 local srv0 = assert(net.listen{ port = 0, on_connection = function() end })
 srv0:close()
+-- Under valgrind (.ci/valgrind sets RILL_VALGRIND) with this limit, a spawn forks valgrind
+-- itself, whose failures libuv 1.44 answers with abort(): spawns are left to the other runs.
+local valgrind = os.getenv("RILL_VALGRIND") ~= nil
 local function run_true()
+  if valgrind then return nil, { code = "SKIPPED", syscall = "valgrind" } end
   local c, e = process.spawn("true")
   if c then
     c.stdin:close()
@@ -133,7 +137,8 @@ local function run_true()
 end
 run_true()
 rill.sleep(5)
-print("start " .. fds())
+local start = fds()
+print("start " .. start)
 -- Hold writers open until the limit is reached: the first failure is an "error" event.
 local held, failed = {}, nil
 for i = 1, 200 do
@@ -151,7 +156,11 @@ local function show(name, v, e)
   print(name .. " " .. (v and "ok" or (e.code .. " " .. tostring(e.syscall))))
 end
 show("read_file", fs.read_file("/proc/self/stat"))
-show("spawn", process.spawn("true"))
+if valgrind then
+  show("spawn", run_true())
+else
+  show("spawn", process.spawn("true"))
+end
 show("connect", net.connect("127.0.0.1", 9))
 show("listen", net.listen{ port = 0, on_connection = function() end })
 local r = fs.reader("/proc/self/stat")
@@ -173,18 +182,25 @@ local s, e = net.connect("127.0.0.1", srv.port)
 show("connect_after", s, e)
 if s then s:collect() end
 srv:close()
-rill.sleep(10)
-print("end " .. fds())
+-- Closing is asynchronous (slow under valgrind): give it up to 2 s to settle.
+local n = fds()
+for _ = 1, 200 do
+  if n == start then break end
+  rill.sleep(10)
+  n = fds()
+end
+print("end " .. n)
 ]], { ulimit = 32, args = { tmp } })
         assert_clean(out, err, how, code)
         local f = fields(out)
         assert.is_true(tonumber(f.held) > 5 and tonumber(f.held) < 32, out)
         assert.matches("^EMFILE open EMFILE: too many open files, open '", f.writer)
+        local vg = os.getenv("RILL_VALGRIND") ~= nil
         for _, k in ipairs({ "read_file", "spawn", "connect", "listen", "reader" }) do
-          assert.matches("^EMFILE", f[k], 1, false)
+          assert.matches(vg and k == "spawn" and "^SKIPPED" or "^EMFILE", f[k], 1, false)
         end
         for _, k in ipairs({ "read_file_after", "spawn_after", "connect_after" }) do
-          assert.are.equal("ok", f[k], k)
+          assert.are.equal(vg and k == "spawn_after" and "SKIPPED valgrind" or "ok", f[k], k)
         end
         assert.are.equal(f.start, f["end"], "descriptors at the start and at the end")
       end)
