@@ -185,7 +185,7 @@ srv:close()
 -- Closing is asynchronous (slow under valgrind): give it up to 2 s to settle.
 local n = fds()
 for _ = 1, 200 do
-  if n == start then break end
+  if n <= start then break end
   rill.sleep(10)
   n = fds()
 end
@@ -202,7 +202,10 @@ print("end " .. n)
         for _, k in ipairs({ "read_file_after", "spawn_after", "connect_after" }) do
           assert.are.equal(vg and k == "spawn_after" and "SKIPPED valgrind" or "ok", f[k], k)
         end
-        assert.are.equal(f.start, f["end"], "descriptors at the start and at the end")
+        -- A leak leaves more descriptors at the end. Fewer is not a leak: under the sanitizer
+        -- runtime a descriptor it held at the first count can be gone by the last (seen in CI).
+        assert.is_true(tonumber(f["end"]) <= tonumber(f.start),
+          "descriptors at the start " .. f.start .. " and at the end " .. f["end"])
       end)
 
     it("a server stays up, idle, while accepts fail, and serves again once fds are freed",

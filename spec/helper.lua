@@ -5,12 +5,17 @@ local helper = {}
 
 -- The sanitizer run preloads libasan into lua5.4 (it loads an instrumented rill.so). Tools the
 -- specs start through a shell (ps, curl, gzip...) must not inherit that: some hang under it.
+-- Commands that run lua5.4 keep it: they load the instrumented module too.
 if (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
   local popen, execute = io.popen, os.execute
-  io.popen = function(cmd, ...) return popen("unset LD_PRELOAD; " .. cmd, ...) end
+  local function clean(cmd)
+    if cmd:find("lua5.4", 1, true) then return cmd end
+    return "unset LD_PRELOAD; " .. cmd
+  end
+  io.popen = function(cmd, ...) return popen(clean(cmd), ...) end
   os.execute = function(cmd, ...)
     if cmd == nil then return execute() end
-    return execute("unset LD_PRELOAD; " .. cmd, ...)
+    return execute(clean(cmd), ...)
   end
 end
 
