@@ -16,7 +16,8 @@ end
 
 -- Children of this process that are zombies (spawned, exited, never reaped).
 local function zombies()
-  local p = io.popen("ps -o stat= --ppid " .. helper.pid())
+  -- (without LD_PRELOAD: under the sanitizer suite ps would run with libasan preloaded, and hang)
+  local p = io.popen("env -u LD_PRELOAD ps -o stat= --ppid " .. helper.pid())
   local n = 0
   for l in p:lines() do
     if l:match("^Z") then n = n + 1 end
