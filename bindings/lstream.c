@@ -1424,6 +1424,47 @@ static int l_split_feed(lua_State *L) {
   return 1;
 }
 
+/* read_feed(s, sp, t): lines() without a buffer per chunk: when a byte chunk is ready now,
+ * splits it straight into t (as sp:feed) and returns the count; false when nothing is ready (or
+ * the stream is in object mode: the caller then reads the usual way, waiting); nil at the end;
+ * nil, err on an error. The chunk never becomes a Lua buffer, so its slab goes back to the pool
+ * at once and the collector is not charged for it. */
+static int l_read_feed(lua_State *L) {
+  lstream_t *ls = checkls(L, 1);
+  rill_split_t *sp = luaL_checkudata(L, 2, SPLITTER_MT);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  if (rill_stream_flags(ls->s) & RILL_STREAM_OBJECT_READ) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  rill_chunk_t c;
+  ENTER(ls->B, L);
+  int r = rill_stream_read(ls->s, &c);
+  LEAVE(ls->B);
+  if (r == UV_EAGAIN) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (r == UV_EOF) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (r) return push_result_err(L, ls, r);
+  const char *p = (const char *)rill_view_data(&c.view);
+  size_t len = c.view.len, pos = 0;
+  lua_Integer n = 0;
+  rill_split_rec_t rec;
+  int e;
+  while ((e = rill_split_next(sp, p, len, &pos, &rec)) == 1) {
+    lua_pushlstring(L, (const char *)rec.p, rec.len);
+    lua_rawseti(L, 3, ++n);
+  }
+  rill_chunk_release(&c);
+  if (e < 0) return rill__raise(L, e, "lines");
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static int l_split_finish(lua_State *L) {
   rill_split_t *sp = luaL_checkudata(L, 1, SPLITTER_MT);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -1504,6 +1545,7 @@ static const luaL_Reg funcs[] = {
     {"set_worker", l_set_worker},
     {"bind_push", l_bind_push},
     {"splitter", l_splitter},
+    {"read_feed", l_read_feed},
     {"is_exit", l_is_exit},
     {"in_task", l_in_task},
     {"dead", l_dead},

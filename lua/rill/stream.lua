@@ -284,7 +284,7 @@ function methods:lines(max_line_length)
   C.task_check("lines")
   local sp = C.splitter(nil, max_line_length)
   local buf, n, i, done = {}, 0, 0, false
-  local read = self.read
+  local read, read_feed = self.read, C.read_feed
   local closer = setmetatable({ stream = self, done = false }, closer_mt)
   local function iter()
     while true do
@@ -296,14 +296,25 @@ function methods:lines(max_line_length)
         closer.done = true
         return nil
       end
-      local c, err = read(self)
       i = 0
-      if c == nil then
+      -- A chunk that is ready is split in C without becoming a buffer; otherwise read waits.
+      local k, err = read_feed(self, sp, buf)
+      if k then
+        n = k
+      elseif k == nil then
         if err ~= nil then error(err, 0) end
         done = true
         n = sp:finish(buf)
       else
-        n = sp:feed(c, buf)
+        local c
+        c, err = read(self)
+        if c == nil then
+          if err ~= nil then error(err, 0) end
+          done = true
+          n = sp:finish(buf)
+        else
+          n = sp:feed(c, buf)
+        end
       end
     end
   end
