@@ -87,14 +87,22 @@ static void write_file_cb(rill_err_t *err, void *arg) {
 
 static const char *type_name(int t) {
   switch (t) {
-  case 'f': return "file";
-  case 'd': return "directory";
-  case 'l': return "link";
-  case 'c': return "char_device";
-  case 'b': return "block_device";
-  case 'p': return "fifo";
-  case 's': return "socket";
-  default: return "unknown";
+    case 'f':
+      return "file";
+    case 'd':
+      return "directory";
+    case 'l':
+      return "link";
+    case 'c':
+      return "char_device";
+    case 'b':
+      return "block_device";
+    case 'p':
+      return "fifo";
+    case 's':
+      return "socket";
+    default:
+      return "unknown";
   }
 }
 
@@ -180,8 +188,12 @@ static int l_lstat(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-    {"reader", l_reader},         {"writer", l_writer}, {"read_file", l_read_file},
-    {"write_file", l_write_file}, {"stat", l_stat},     {"lstat", l_lstat},
+    {"reader", l_reader},
+    {"writer", l_writer},
+    {"read_file", l_read_file},
+    {"write_file", l_write_file},
+    {"stat", l_stat},
+    {"lstat", l_lstat},
     {NULL, NULL},
 };
 

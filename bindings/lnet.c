@@ -187,8 +187,8 @@ static int l_listen(lua_State *L) {
 typedef struct {
   rill_listener_t quiet; /* keeps the stream's connect error from counting as unhandled */
   int refs;
-  lua_State *T;          /* the waiting task, or NULL */
-  int sock_ref;          /* the socket userdata while a task waits */
+  lua_State *T; /* the waiting task, or NULL */
+  int sock_ref; /* the socket userdata while a task waits */
   rill_ctx_t *ctx;
   char host[256];
   int port;

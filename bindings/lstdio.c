@@ -13,8 +13,8 @@
 typedef struct {
   rill_ctx_t *ctx;
   rill_stream_t *s[3];
-  rill_listener_t epipe;   /* on stdout: EPIPE ends the process quietly */
-  rill_listener_t quiet;   /* on stderr: its errors are nobody's business */
+  rill_listener_t epipe; /* on stdout: EPIPE ends the process quietly */
+  rill_listener_t quiet; /* on stderr: its errors are nobody's business */
 } stdio_state_t;
 
 static const char *const names[] = {"stdin", "stdout", "stderr", NULL};
@@ -37,8 +37,7 @@ static void on_stdout_error(rill_listener_t *l, rill_stream_t *s, const rill_eve
   if (ev->err && ev->err->code == UV_EPIPE) stop_quietly(st);
 }
 
-static void ignore_error(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
-}
+static void ignore_error(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {}
 
 /* __gc of the state (at lua_close, after the streams' own userdata): write what stdout and
  * stderr still hold, blocking, then let them go. */

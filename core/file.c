@@ -42,22 +42,22 @@ typedef struct {
   char *path;
   int fd, own_fd;
   int kind;
-  int nowait;           /* try preadv2(RWF_NOWAIT) on the loop thread first */
-  int64_t off, end;     /* next byte; end offset (exclusive) or -1 */
+  int nowait;       /* try preadv2(RWF_NOWAIT) on the loop thread first */
+  int64_t off, end; /* next byte; end offset (exclusive) or -1 */
   int64_t opt_start, opt_stop;
   size_t chunk;
   int follow;
   unsigned poll_ms;
-  uint64_t ino, dev;    /* follow: the file being read, to notice rotation */
-  size_t turn;          /* bytes read on the loop thread since the last yield */
+  uint64_t ino, dev; /* follow: the file being read, to notice rotation */
+  size_t turn;       /* bytes read on the loop thread since the last yield */
   unsigned opening : 1, opened : 1, want : 1, inflight : 1, yielding : 1, destroying : 1,
       eof_pushed : 1, fast_eof : 1, timer_on : 1, timer_init : 1, timer_closing : 1, busy : 1,
       in_push : 1, asked : 1;
-  uv_fs_t req;          /* the open, or the threadpool read in flight */
-  rill_view_t rbuf;     /* the slab the threadpool read fills */
-  uv_timer_t timer;     /* follow: growth checks */
+  uv_fs_t req;      /* the open, or the threadpool read in flight */
+  rill_view_t rbuf; /* the slab the threadpool read fills */
+  uv_timer_t timer; /* follow: growth checks */
   rill_handle_t th;
-  rill_err_t *derr;     /* destroy's error, held until destroy_done */
+  rill_err_t *derr; /* destroy's error, held until destroy_done */
   void (*open_cb)(rill_stream_t *s, void *arg);
   void *open_arg;
   void (*cancel)(void *arg); /* while lent to the fast path */
@@ -279,8 +279,7 @@ static void rd_yield_cb(void *arg) {
 /* Reads while the stream wants data: from the page cache on this thread while it can, through
  * the threadpool otherwise, yielding to the loop after RILL_FILE_TURN_BYTES. */
 static void rd_pump(reader_t *r) {
-  while (r->want && !r->destroying && !r->busy && !r->inflight && !r->yielding &&
-         !r->eof_pushed) {
+  while (r->want && !r->destroying && !r->busy && !r->inflight && !r->yielding && !r->eof_pushed) {
     if (r->fast_eof || (r->end >= 0 && r->off >= r->end)) {
       r->want = 0;
       r->eof_pushed = 1;
@@ -548,7 +547,7 @@ typedef struct {
   char *path;
   int fd, own_fd;
   int oflags, mode;
-  int saved_fl;          /* descriptor flags to restore (-1: untouched) */
+  int saved_fl;               /* descriptor flags to restore (-1: untouched) */
   const rill_chunk_t *chunks; /* in flight (borrowed from the core until write_done) */
   size_t n, idx, partial;
   unsigned opening : 1, opened : 1, inflight : 1, flush_queued : 1, poll_init : 1, polling : 1,
@@ -1032,8 +1031,8 @@ typedef struct fsop_s {
   uv_work_t work;
   uv_timer_t token;
   rill_handle_t th;
-  int refs;     /* the job and the token */
-  int orphan;   /* the token was closed: do not call back */
+  int refs;   /* the job and the token */
+  int orphan; /* the token was closed: do not call back */
   int kind;
   char *path;
   rill_view_t data;

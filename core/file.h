@@ -27,15 +27,16 @@
 /* Byte range and behaviour of a reader. start and stop are string.sub positions: 1-based,
  * inclusive, negative counting from the end of the file (resolved when it is opened). */
 typedef struct {
-  int64_t start;      /* default 1 */
-  int64_t stop;       /* default -1: to the end */
-  size_t chunk_size;  /* largest chunk pushed; 0: 64 KiB */
-  int follow;         /* keep reading as the file grows, across truncation and rotation */
-  unsigned poll_ms;   /* follow: how often to look for growth (0: 100 ms) */
-  size_t hwm;         /* readable high-water mark (0: the default) */
+  int64_t start;     /* default 1 */
+  int64_t stop;      /* default -1: to the end */
+  size_t chunk_size; /* largest chunk pushed; 0: 64 KiB */
+  int follow;        /* keep reading as the file grows, across truncation and rotation */
+  unsigned poll_ms;  /* follow: how often to look for growth (0: 100 ms) */
+  size_t hwm;        /* readable high-water mark (0: the default) */
 } rill_file_read_opts_t;
 
-#define RILL_FILE_READ_OPTS_INIT {1, -1, 0, 0, 0, 0}
+#define RILL_FILE_READ_OPTS_INIT \
+  { 1, -1, 0, 0, 0, 0 }
 
 /* Creates a reader of path; *out gets a new reference. The file is opened in the background:
  * a failure to open (ENOENT, EACCES, ...) fails the stream with an error carrying the syscall
@@ -50,13 +51,14 @@ int rill_file_reader_new_fd(rill_loop_t *loop, int fd, int own_fd, const rill_fi
                             rill_stream_t **out);
 
 typedef struct {
-  int append;   /* O_APPEND instead of O_TRUNC */
-  int mode;     /* permission bits for a new file (default 0666, minus the umask) */
+  int append;    /* O_APPEND instead of O_TRUNC */
+  int mode;      /* permission bits for a new file (default 0666, minus the umask) */
   int exclusive; /* fail with EEXIST when the file exists */
-  size_t hwm;   /* writable high-water mark (0: the default) */
+  size_t hwm;    /* writable high-water mark (0: the default) */
 } rill_file_write_opts_t;
 
-#define RILL_FILE_WRITE_OPTS_INIT {0, 0666, 0, 0}
+#define RILL_FILE_WRITE_OPTS_INIT \
+  { 0, 0666, 0, 0 }
 
 /* Creates a writer of path (created or truncated); *out gets a new reference. Opening happens in
  * the background; writes made meanwhile wait for it. 0, UV_EINVAL or UV_ENOMEM. */
@@ -81,9 +83,9 @@ void rill__file_writer_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, i
 /* Descriptor facts used by the native fast path (core/splice.c). */
 typedef struct {
   int fd;
-  int regular;      /* a regular file: positional I/O */
-  int64_t offset;   /* reader: next byte to read */
-  int64_t end;      /* reader: end offset (exclusive), -1: to EOF */
+  int regular;    /* a regular file: positional I/O */
+  int64_t offset; /* reader: next byte to read */
+  int64_t end;    /* reader: end offset (exclusive), -1: to EOF */
 } rill_file_info_t;
 
 /* Fills *info when s is a file reader that can be handed to the fast path now (opened, not

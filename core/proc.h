@@ -10,11 +10,11 @@
 enum { RILL_PROC_PIPE = 0, RILL_PROC_INHERIT = 1, RILL_PROC_IGNORE = 2 };
 
 typedef struct {
-  const char *file;  /* program: a path, or a name looked up in PATH */
-  char **args;       /* argv, args[0] included, NULL-terminated */
-  char **env;        /* "K=V" strings, NULL-terminated; NULL: inherit ours */
-  const char *cwd;   /* NULL: ours */
-  int stdio[3];      /* RILL_PROC_* for fds 0, 1, 2 */
+  const char *file; /* program: a path, or a name looked up in PATH */
+  char **args;      /* argv, args[0] included, NULL-terminated */
+  char **env;       /* "K=V" strings, NULL-terminated; NULL: inherit ours */
+  const char *cwd;  /* NULL: ours */
+  int stdio[3];     /* RILL_PROC_* for fds 0, 1, 2 */
 } rill_proc_opts_t;
 
 typedef struct rill_proc_s rill_proc_t;

@@ -14,7 +14,7 @@ typedef struct {
   char *label;
   int fd, draw;
   unsigned interval, width;
-  uint64_t t0;          /* uv_hrtime() at the first chunk */
+  uint64_t t0; /* uv_hrtime() at the first chunk */
   uv_timer_t timer;
   rill_handle_t th;
   unsigned timer_init : 1, timer_on : 1, closing : 1, destroying : 1, started : 1;
@@ -76,8 +76,8 @@ static void draw(progress_t *p, int last) {
   if (!p->draw) return;
   char line[512];
   double secs = p->started ? (double)(uv_hrtime() - p->t0) / 1e9 : 0;
-  size_t len = rill_progress_format(line + 1, sizeof line - 3, p->label, p->done, p->total, secs,
-                                    p->width);
+  size_t len =
+      rill_progress_format(line + 1, sizeof line - 3, p->label, p->done, p->total, secs, p->width);
   line[0] = '\r';
   len++;
   /* clear to the end of the line (the previous line may have been longer) */

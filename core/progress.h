@@ -19,7 +19,8 @@ typedef struct {
   unsigned width;       /* columns (0: the terminal's, else 80) */
 } rill_progress_opts_t;
 
-#define RILL_PROGRESS_OPTS_INIT {0, NULL, -1, 0, 0, 0}
+#define RILL_PROGRESS_OPTS_INIT \
+  { 0, NULL, -1, 0, 0, 0 }
 
 /* Creates the pass-through (a byte-mode transform); *out gets a new reference. 0, UV_EINVAL or
  * UV_ENOMEM. */

@@ -29,20 +29,20 @@ static atomic_ulong copies;
 typedef struct {
   rill_stream_t *src, *dst;
   int end;
-  rill_uvs_t *dst_uvs;       /* the destination's adapter, or NULL for a file writer */
-  int opened;                /* streams whose open has been waited for */
+  rill_uvs_t *dst_uvs; /* the destination's adapter, or NULL for a file writer */
+  int opened;          /* streams whose open has been waited for */
   uv_work_t work;
-  uv_timer_t token;          /* engine teardown closes it: then the job cancels */
+  uv_timer_t token; /* engine teardown closes it: then the job cancels */
   rill_handle_t th;
-  int refs;                  /* the job and the token */
+  int refs; /* the job and the token */
   atomic_int cancel;
   /* the copy, filled on the loop thread, then used by the worker alone */
   int in, out;
   int out_regular, out_nonblock;
-  int64_t off, stop;         /* source offset and end (-1: to EOF) */
+  int64_t off, stop; /* source offset and end (-1: to EOF) */
   /* the outcome */
   int64_t moved;
-  int err, err_write;        /* error code, and whether the write side failed */
+  int err, err_write; /* error code, and whether the write side failed */
   const char *syscall;
   int eof;
 } job_t;
@@ -229,8 +229,8 @@ static void start(job_t *j) {
   rill_stream_t *src = j->src, *dst = j->dst;
   rill_file_info_t in;
   int out_fd = -1, out_regular = 0;
-  int ok = rill__file_reader_info(src, &in) && in.regular &&
-           rill__stream_data_watchers(src) == 0 && rill_stream_pipe_count(src) == 0 &&
+  int ok = rill__file_reader_info(src, &in) && in.regular && rill__stream_data_watchers(src) == 0 &&
+           rill_stream_pipe_count(src) == 0 &&
            !(rill_stream_state(dst) & (RILL_SS_DESTROYED | RILL_SS_ENDING));
   if (ok && j->dst_uvs) {
     ok = rill__uvs_fd_info(j->dst_uvs, &out_fd, 1);

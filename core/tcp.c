@@ -65,7 +65,8 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   rill_uvs_t *u;
   rill_stream_t *s = NULL;
-  unsigned f = RILL_STREAM_DUPLEX | (srv->flags & RILL_TCP_HALF_OPEN ? 0 : RILL_STREAM_NO_HALF_OPEN);
+  unsigned f =
+      RILL_STREAM_DUPLEX | (srv->flags & RILL_TCP_HALF_OPEN ? 0 : RILL_STREAM_NO_HALF_OPEN);
   int e = rill_uvs_new(srv->loop, RILL_UVS_TCP, f, 0, &u, &s);
   if (e == 0) e = uv_accept(server, &u->u.stream);
   if (e) {

@@ -75,8 +75,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
       return;
     }
   }
-  *buf = uv_buf_init((char *)k->slab->data + k->slab->used,
-                     (unsigned)(k->slab->cap - k->slab->used));
+  *buf =
+      uv_buf_init((char *)k->slab->data + k->slab->used, (unsigned)(k->slab->cap - k->slab->used));
 }
 
 static void stop_recv(sock_t *k) {

@@ -8,7 +8,7 @@
  * (to_bytes gives its data), so a UDP socket can also feed a byte stream. */
 typedef struct {
   int refs;
-  rill_view_t data;  /* the payload: a view into a pooled receive slab */
+  rill_view_t data; /* the payload: a view into a pooled receive slab */
   char host[46];
   int port;
 } rill_udp_msg_t;

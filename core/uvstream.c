@@ -11,7 +11,7 @@
 typedef struct {
   rill_uvs_t pub;
   rill_handle_t h;
-  rill_slab_t *slab;    /* current read slab (one reference) */
+  rill_slab_t *slab; /* current read slab (one reference) */
   uint64_t nread, nwritten;
   unsigned ready : 1, want : 1, reading : 1, eof : 1, destroying : 1, closed : 1, writing : 1,
       write_pending : 1, final_pending : 1, shutting : 1, busy : 1, closing : 1;
@@ -53,8 +53,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
       return;
     }
   }
-  *buf = uv_buf_init((char *)u->slab->data + u->slab->used,
-                     (unsigned)(u->slab->cap - u->slab->used));
+  *buf =
+      uv_buf_init((char *)u->slab->data + u->slab->used, (unsigned)(u->slab->cap - u->slab->used));
 }
 
 static void stop_reading(uvs_t *u) {
@@ -408,8 +408,8 @@ void rill_uvs_counts(const rill_uvs_t *pub, uint64_t *read, uint64_t *written) {
 int rill__uvs_fd_info(rill_uvs_t *pub, int *fd, int for_write) {
   uvs_t *u = UVS(pub);
   if (!u->ready || u->destroying || u->closed || u->busy) return 0;
-  if (for_write && (u->writing || u->write_pending || u->shutting ||
-                    rill_stream_writable_length(pub->s) != 0))
+  if (for_write &&
+      (u->writing || u->write_pending || u->shutting || rill_stream_writable_length(pub->s) != 0))
     return 0;
   if (!for_write && (u->eof || rill_stream_readable_length(pub->s) != 0)) return 0;
   uv_os_fd_t f;

@@ -27,14 +27,14 @@ struct rill_uvs_s {
     uv_pipe_t pipe;
     uv_tty_t tty;
   } u;
-  rill_stream_t *s;  /* the stream (borrowed: the stream owns this adapter) */
+  rill_stream_t *s; /* the stream (borrowed: the stream owns this adapter) */
   rill_loop_t *loop;
   int kind;
   /* Owner hooks (optional): destroy starts (cancel what the owner has in flight; it must not
    * call back into the stream), and the adapter is being freed. */
   void (*on_destroy)(rill_uvs_t *u);
   void (*on_free)(rill_uvs_t *u);
-  void *owner;       /* the owner's data: rill_uvs_extra by default */
+  void *owner; /* the owner's data: rill_uvs_extra by default */
 };
 
 /* Creates a stream over a new, not yet connected handle of kind RILL_UVS_TCP or RILL_UVS_PIPE.

@@ -158,13 +158,13 @@ static void test_read_range(void) {
   char p[256];
   path_of(p, sizeof p, "r.bin");
   make_file(p, 200000);
-  read_range(p, 1, 10, 0, 10);           /* first ten bytes */
+  read_range(p, 1, 10, 0, 10); /* first ten bytes */
   read_range(p, 11, 20, 10, 10);
-  read_range(p, -100, -1, 199900, 100);  /* last hundred */
+  read_range(p, -100, -1, 199900, 100); /* last hundred */
   read_range(p, 65530, 131080, 65529, 65551);
-  read_range(p, 5, 4, 0, 0);             /* empty, like string.sub */
+  read_range(p, 5, 4, 0, 0); /* empty, like string.sub */
   read_range(p, 199999, 500000, 199998, 2);
-  read_range(p, -500000, 3, 0, 3);       /* clamped */
+  read_range(p, -500000, 3, 0, 3); /* clamped */
 }
 
 static void expect_reader_error(const char *path, int code, const char *syscall) {

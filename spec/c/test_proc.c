@@ -89,7 +89,8 @@ static void test_cat_roundtrip(void) {
 
 static void test_kill(void) {
   char *args[] = {"sleep", "30", NULL};
-  rill_proc_opts_t o = {"sleep", args, NULL, NULL, {RILL_PROC_IGNORE, RILL_PROC_PIPE, RILL_PROC_IGNORE}};
+  rill_proc_opts_t o = {
+      "sleep", args, NULL, NULL, {RILL_PROC_IGNORE, RILL_PROC_PIPE, RILL_PROC_IGNORE}};
   rill_proc_t *p;
   exit_t x = {0, 0, 0};
   CHECK_INT(rill_proc_spawn(&loop, &o, exited, &x, &p), 0);
@@ -106,7 +107,8 @@ static void test_kill(void) {
 /* Freed while running: the child is still reaped when it exits (no zombie, no callback). */
 static void test_free_while_running(void) {
   char *args[] = {"sleep", "0.05", NULL};
-  rill_proc_opts_t o = {"sleep", args, NULL, NULL, {RILL_PROC_PIPE, RILL_PROC_PIPE, RILL_PROC_PIPE}};
+  rill_proc_opts_t o = {
+      "sleep", args, NULL, NULL, {RILL_PROC_PIPE, RILL_PROC_PIPE, RILL_PROC_PIPE}};
   rill_proc_t *p;
   exit_t x = {0, 0, 0};
   CHECK_INT(rill_proc_spawn(&loop, &o, exited, &x, &p), 0);
@@ -119,13 +121,16 @@ static void test_spawn_failures(void) {
   int fds = fd_count();
   for (int i = 0; i < 200; i++) {
     char *args[] = {"no-such-program-rill", NULL};
-    rill_proc_opts_t o = {"no-such-program-rill", args, NULL, NULL,
-                          {RILL_PROC_PIPE, RILL_PROC_PIPE, RILL_PROC_PIPE}};
+    rill_proc_opts_t o = {
+        "no-such-program-rill", args, NULL, NULL, {RILL_PROC_PIPE, RILL_PROC_PIPE, RILL_PROC_PIPE}};
     rill_proc_t *p = NULL;
     CHECK_INT(rill_proc_spawn(&loop, &o, exited, NULL, &p), UV_ENOENT);
     CHECK(p == NULL);
     char *args2[] = {"x", NULL};
-    rill_proc_opts_t o2 = {"/bin/sh", args2, NULL, "/no/such/dir",
+    rill_proc_opts_t o2 = {"/bin/sh",
+                           args2,
+                           NULL,
+                           "/no/such/dir",
                            {RILL_PROC_PIPE, RILL_PROC_IGNORE, RILL_PROC_IGNORE}};
     CHECK_INT(rill_proc_spawn(&loop, &o2, exited, NULL, &p), UV_ENOENT);
   }
