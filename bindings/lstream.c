@@ -47,7 +47,21 @@ typedef struct {
   int busy;     /* the core holds references besides ours */
   int native;   /* wraps a native stream: freed by __gc, not by the core */
   int reader;   /* a task reads it: read() returns its error, so it is handled */
+  int dead;     /* freed while unpin_check was queued: that immediate frees it */
 } lstream_t;
+
+static void state_unref(lstate_t *B);
+
+/* Frees ls, or leaves that to the unpin_check immediate already queued with it (which the loop
+ * still runs when it is freed, after the state closed). */
+static void ls_free(lstream_t *ls) {
+  if (ls->unpin_scheduled) {
+    ls->dead = 1;
+    return;
+  }
+  state_unref(ls->B);
+  free(ls);
+}
 
 typedef struct {
   lstream_t *ls;
@@ -312,6 +326,10 @@ static void unpin_check(void *arg) {
   lstream_t *ls = arg;
   lstate_t *B = ls->B;
   ls->unpin_scheduled = 0;
+  if (ls->dead) {
+    ls_free(ls);
+    return;
+  }
   /* Unpin only if the core still holds nothing besides our userdata's own reference. */
   if (!ls->pinned || ls->busy || B->L == NULL) return;
   lua_State *L = LS(B);
@@ -548,9 +566,7 @@ static void t_flush(rill_stream_t *s) {
 }
 
 static void t_free(rill_stream_t *s) {
-  lstream_t *ls = ls_of(s);
-  state_unref(ls->B);
-  free(ls);
+  ls_free(ls_of(s));
 }
 
 static const rill_stream_impl_t lua_impl = {
@@ -1297,8 +1313,7 @@ static int l_gc(lua_State *L) {
   rill_stream_unref(s);
   LEAVE(B);
   if (native) {
-    state_unref(B);
-    free(ls);
+    ls_free(ls);
   }
   return 0;
 }

@@ -272,7 +272,7 @@ static void rd_yield_cb(void *arg) {
   reader_t *r = arg;
   r->yielding = 0;
   r->turn = 0;
-  if (r->want && !r->destroying && !r->busy) rd_pump(r);
+  if (r->want && !r->destroying && !r->busy && !r->loop->freeing) rd_pump(r);
   rill_stream_unref(r->s);
 }
 

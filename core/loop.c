@@ -143,6 +143,18 @@ void rill_handle_close(rill_handle_t *h) {
   uv_close(h->uv, handle_closed);
 }
 
+/* At free time the check handle is gone, so immediates run here: each holds a reference (a
+ * writer's deferred flush) that would otherwise leak. Callbacks see l->freeing and skip work
+ * that would start new I/O. */
+static void drain_all(rill_loop_t *l) {
+  rill_loop_drain(l);
+  while (l->imms.count) {
+    rill_tick_t t = tickq_shift(&l->imms);
+    t.cb(t.arg);
+    rill_loop_drain(l);
+  }
+}
+
 void rill_loop_free(rill_loop_t *l) {
   if (l->uv == NULL) return;
   /* Work already queued finishes (a destroyed stream's close runs from a tick and frees it);
@@ -158,8 +170,8 @@ void rill_loop_free(rill_loop_t *l) {
      * ticks they queue run. A pending uv_stop only cuts the first run short. */
     do {
       uv_run(l->uv, UV_RUN_DEFAULT);
-      rill_loop_drain(l);
-    } while (uv_loop_alive(l->uv) || l->ticks.count);
+      drain_all(l);
+    } while (uv_loop_alive(l->uv) || rill_loop_pending(l));
     int r = uv_loop_close(l->uv);
     (void)r;
     assert(r == 0 && "rill_loop_free: a handle outside the tracked list is still open");
@@ -170,8 +182,9 @@ void rill_loop_free(rill_loop_t *l) {
      * queue, until our handles are gone. */
     for (int i = 0; i < 8 && (l->handles.next != &l->handles || l->ticks.count || i < 2); i++) {
       uv_run(l->uv, UV_RUN_NOWAIT);
-      rill_loop_drain(l);
+      drain_all(l);
     }
+    drain_all(l);
   }
   free(l->ticks.q);
   free(l->imms.q);
