@@ -32,6 +32,16 @@ lua_Integer rill__opt_int(lua_State *L, int idx, const char *k, lua_Integer def)
   return v;
 }
 
+lua_Integer rill__opt_range(lua_State *L, int idx, const char *k, lua_Integer def, lua_Integer lo,
+                            lua_Integer hi) {
+  lua_Integer v = rill__opt_int(L, idx, k, def);
+  if (v < lo || v > hi) {
+    const char *m = lua_pushfstring(L, "%s out of range (%I to %I)", k, lo, hi);
+    luaL_argerror(L, idx, m);
+  }
+  return v;
+}
+
 int rill__opt_bool(lua_State *L, int idx, const char *k, int def) {
   if (lua_isnoneornil(L, idx)) return def;
   if (lua_getfield(L, idx, k) == LUA_TNIL) {

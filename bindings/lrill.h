@@ -17,17 +17,17 @@
 /* Per-interpreter state, kept in the registry. One per engine (or per stock-lua state that
  * required "rill"). */
 typedef struct rill_ctx_s {
-  lua_State *L;           /* the main state */
+  lua_State *L; /* the main state */
   rill_loop_t loop;
-  int running;            /* inside rill_loop_run: rill.run() is then a no-op */
-  int failed;             /* an uncaught error is waiting in the registry (RILL_KEY_FAILED) */
-  int exiting;            /* rill.exit() was called: unwinding; exit_code holds the status */
-  int closing;            /* the Lua state is closing: queued work must not call into Lua */
+  int running; /* inside rill_loop_run: rill.run() is then a no-op */
+  int failed;  /* an uncaught error is waiting in the registry (RILL_KEY_FAILED) */
+  int exiting; /* rill.exit() was called: unwinding; exit_code holds the status */
+  int closing; /* the Lua state is closing: queued work must not call into Lua */
   int exit_code;
   int live_tasks;
-  lua_Integer tick_head, tick_tail;  /* FIFO of Lua functions queued by rill.next_tick */
-  lua_Integer imm_head, imm_tail;    /* FIFO of Lua functions queued by rill.immediate */
-  int exit_hooks;                    /* registry ref of a table of C flushers run before exit */
+  lua_Integer tick_head, tick_tail; /* FIFO of Lua functions queued by rill.next_tick */
+  lua_Integer imm_head, imm_tail;   /* FIFO of Lua functions queued by rill.immediate */
+  int exit_hooks;                   /* registry ref of a table of C flushers run before exit */
   /* The engine's sandbox (include/rill.h), or NULL. A Lua state that runs code on behalf of this
    * one (a parallel worker) must call rill__sandbox_open with it, or the sandbox leaks. */
   const struct rill_options *sandbox;
@@ -105,20 +105,21 @@ struct rill_options;
 void rill__sandbox_open(lua_State *L, const struct rill_options *opts);
 
 /* Module openers, one per binding file; each returns the module table. */
-int rill__open_core(lua_State *L);    /* bindings/lrill.c: loop, timers, tasks, signals, exit */
-int rill__open_buffer(lua_State *L);  /* bindings/lbuffer.c */
-int rill__open_timer(lua_State *L);   /* bindings/ltimer.c: adds timers and signals to the table on top */
-int rill__open_task(lua_State *L);    /* bindings/ltask.c: adds spawn and sleep to the table on top */
-int rill__open_repl(lua_State *L);    /* bindings/lrepl.c: the REPL's terminal, as rill._repl */
-int rill__open_stream(lua_State *L);  /* bindings/lstream.c: stream userdata, as rill._stream */
+int rill__open_core(lua_State *L);   /* bindings/lrill.c: loop, timers, tasks, signals, exit */
+int rill__open_buffer(lua_State *L); /* bindings/lbuffer.c */
+int rill__open_timer(
+    lua_State *L); /* bindings/ltimer.c: adds timers and signals to the table on top */
+int rill__open_task(lua_State *L); /* bindings/ltask.c: adds spawn and sleep to the table on top */
+int rill__open_repl(lua_State *L); /* bindings/lrepl.c: the REPL's terminal, as rill._repl */
+int rill__open_stream(lua_State *L);   /* bindings/lstream.c: stream userdata, as rill._stream */
 int rill__open_parallel(lua_State *L); /* bindings/lparallel.c: stream.parallel */
-int rill__open_zlib(lua_State *L);    /* bindings/lzlib.c: gzip, gunzip, deflate, inflate */
-int rill__open_http(lua_State *L);    /* bindings/lhttp.c: the native HTTP server, as rill._http */
-int rill__open_fs(lua_State *L);      /* bindings/lfs.c: rill.fs */
-int rill__open_net(lua_State *L);     /* bindings/lnet.c: rill.net (TCP) */
-int rill__open_udp(lua_State *L);     /* bindings/ludp.c: rill.udp */
-int rill__open_process(lua_State *L); /* bindings/lprocess.c: rill.process */
-int rill__open_stdio(lua_State *L);   /* bindings/lstdio.c: rill.stdio (rill.stdin/stdout/stderr) */
+int rill__open_zlib(lua_State *L);     /* bindings/lzlib.c: gzip, gunzip, deflate, inflate */
+int rill__open_http(lua_State *L);     /* bindings/lhttp.c: the native HTTP server, as rill._http */
+int rill__open_fs(lua_State *L);       /* bindings/lfs.c: rill.fs */
+int rill__open_net(lua_State *L);      /* bindings/lnet.c: rill.net (TCP) */
+int rill__open_udp(lua_State *L);      /* bindings/ludp.c: rill.udp */
+int rill__open_process(lua_State *L);  /* bindings/lprocess.c: rill.process */
+int rill__open_stdio(lua_State *L); /* bindings/lstdio.c: rill.stdio (rill.stdin/stdout/stderr) */
 int rill__open_progress(lua_State *L); /* bindings/lprogress.c: rill._progress (stream.progress) */
 
 /* Helpers of the I/O bindings (bindings/lio.c). */
@@ -127,6 +128,9 @@ int rill__open_progress(lua_State *L); /* bindings/lprogress.c: rill._progress (
 void rill__require_streams(lua_State *L);
 /* Fields of an options table at idx (none or nil: def); a wrong type raises naming the field. */
 lua_Integer rill__opt_int(lua_State *L, int idx, const char *k, lua_Integer def);
+/* rill__opt_int within [lo, hi], else an argument error naming the option and the range. */
+lua_Integer rill__opt_range(lua_State *L, int idx, const char *k, lua_Integer def, lua_Integer lo,
+                            lua_Integer hi);
 int rill__opt_bool(lua_State *L, int idx, const char *k, int def);
 const char *rill__opt_str(lua_State *L, int idx, const char *k, const char *def);
 
