@@ -107,8 +107,7 @@ void rill__sandbox_open(lua_State *L, const struct rill_options *opts);
 /* Module openers, one per binding file; each returns the module table. */
 int rill__open_core(lua_State *L);   /* bindings/lrill.c: loop, timers, tasks, signals, exit */
 int rill__open_buffer(lua_State *L); /* bindings/lbuffer.c */
-int rill__open_timer(
-    lua_State *L); /* bindings/ltimer.c: adds timers and signals to the table on top */
+int rill__open_timer(lua_State *L);  /* bindings/ltimer.c: timers and signals, onto the table */
 int rill__open_task(lua_State *L); /* bindings/ltask.c: adds spawn and sleep to the table on top */
 int rill__open_repl(lua_State *L); /* bindings/lrepl.c: the REPL's terminal, as rill._repl */
 int rill__open_stream(lua_State *L);   /* bindings/lstream.c: stream userdata, as rill._stream */
