@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <uv.h>
 
 #include "tcp.h"
@@ -55,10 +56,15 @@ struct exch_s {
   int status;
   char *hbuf; /* response header lines set so far */
   size_t hlen, hcap;
-  int has_len, conn_close, chunked, head_sent, write_wait;
+  int has_len, conn_close, chunked, head_sent, write_wait, has_date;
 };
 
 static const rill_stream_impl_t req_impl, res_impl;
+
+/* Once our side of a connection is shut down, the peer has this long to read the last answer
+ * and close; then the socket closes anyway, so a client that never closes holds no descriptor
+ * (nginx's lingering close, bounded). */
+#define LINGER_MS 1000
 
 /* ---- small helpers ---- */
 
@@ -69,10 +75,17 @@ static void conn_unref(conn_t *c) {
   free(c);
 }
 
+static void conn_fail(conn_t *c, int code, int err);
+
 static void timer_cb(uv_timer_t *t) {
   conn_t *c = RILL_CONTAINER_OF(t, conn_t, timer);
-  if (c->ex || c->dead) return;
-  /* Too slow a head (slowloris) or idle too long: close without answering, as Node does. */
+  if (c->ex) return;
+  if (!c->dead && c->head_timed) {
+    /* The head did not arrive in time (slowloris): 408, as Node answers, then close. */
+    conn_fail(c, 408, UV_ETIMEDOUT);
+    return;
+  }
+  /* An idle keep-alive connection closes quietly; a lingering one closes now. */
   c->dead = 1;
   rill_stream_destroy(c->sock, NULL);
 }
@@ -83,6 +96,23 @@ static void timer_closed(rill_handle_t *h) {
 
 static void arm(conn_t *c, unsigned ms) {
   if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+/* The end of our side went out (or failed): start the linger. */
+static void ended_cb(rill_stream_t *s, rill_err_t *err, void *arg) {
+  conn_t *c = arg;
+  (void)s;
+  if (err == NULL) arm(c, LINGER_MS);
+  conn_unref(c);
+}
+
+/* No more requests on c: shut our side down once what is queued went out, keep reading (and
+ * dropping) until the peer closes or the linger ends. */
+static void conn_end(conn_t *c) {
+  c->dead = 1;
+  if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_timer_stop(&c->timer);
+  c->refs++;
+  if (rill_stream_end(c->sock, NULL, ended_cb, c) != 0) conn_unref(c);
 }
 
 static void exch_unref(exch_t *ex) {
@@ -168,6 +198,25 @@ static const char *reason_of(int code) {
   }
 }
 
+/* "Date: <IMF-fixdate>\r\n" for now, remade at most once a second (nginx caches its time
+ * strings the same way); names spelled out, as strftime's follow the locale. */
+static const char *date_line(void) {
+  static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  static _Thread_local time_t last = (time_t)-1;
+  static _Thread_local char line[48];
+  time_t now = time(NULL);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    snprintf(line, sizeof line, "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n", days[tm.tm_wday],
+             tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    last = now;
+  }
+  return line;
+}
+
 static int hbuf_add(exch_t *ex, const char *p, size_t n) {
   if (n > ex->hcap - ex->hlen) {
     size_t cap = ex->hcap ? ex->hcap : 256;
@@ -236,8 +285,7 @@ static void exch_done(exch_t *ex) {
   c->waiting = 0;
   c->blocked = 0;
   if (!keep) {
-    c->dead = 1;
-    rill_stream_end(c->sock, NULL, NULL, NULL);
+    conn_end(c);
     update_flow(c);
     return;
   }
@@ -265,7 +313,7 @@ static void conn_fail(conn_t *c, int code, int err) {
                      "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", code,
                      reason_of(code));
     sock_write(c, line, (size_t)n);
-    rill_stream_end(c->sock, NULL, NULL, NULL);
+    conn_end(c);
   } else if (code) {
     rill_stream_destroy(c->sock, NULL);
   }
@@ -408,8 +456,7 @@ static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t 
         conn_fail(c, 0, RILL_ESTREAM_PREMATURE_CLOSE);
         rill_stream_destroy(c->sock, NULL);
       } else if (c->ex == NULL && !c->dead) {
-        c->dead = 1;
-        rill_stream_end(c->sock, NULL, NULL, NULL);
+        conn_end(c);
       }
       break;
     case RILL_EV_ERROR:
@@ -548,13 +595,15 @@ static int send_head(exch_t *ex, int ending) {
     else if (ex->minor == 0)
       conn = "Connection: keep-alive\r\n";
   }
-  size_t cl = strlen(conn), total = (size_t)n + ex->hlen + cl + 2;
+  const char *date = ex->has_date ? "" : date_line();
+  size_t cl = strlen(conn), dl = strlen(date), total = (size_t)n + dl + ex->hlen + cl + 2;
   char small[1024];
   char *h = total <= sizeof small ? small : malloc(total);
   if (h == NULL) return UV_ENOMEM;
   memcpy(h, line, (size_t)n);
-  if (ex->hlen) memcpy(h + n, ex->hbuf, ex->hlen);
-  memcpy(h + (size_t)n + ex->hlen, conn, cl);
+  memcpy(h + n, date, dl);
+  if (ex->hlen) memcpy(h + n + dl, ex->hbuf, ex->hlen);
+  memcpy(h + (size_t)n + dl + ex->hlen, conn, cl);
   memcpy(h + total - 2, "\r\n", 2);
   int r = sock_write(c, h, total);
   if (h != small) free(h);
@@ -668,6 +717,7 @@ int rill_http_res_header(rill_stream_t *res, const char *name, const char *value
   if (strcasecmp(name, "transfer-encoding") == 0 && strcasecmp(value, "chunked") == 0)
     ex->chunked = 1;
   if (strcasecmp(name, "connection") == 0 && strcasecmp(value, "close") == 0) ex->conn_close = 1;
+  if (strcasecmp(name, "date") == 0) ex->has_date = 1;
   return 0;
 }
 

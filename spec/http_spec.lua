@@ -13,6 +13,7 @@ local CLEAN = "env -u LD_PRELOAD "
 --   /status/N     empty response with status N
 --   /headers      the request's method, path, version and headers, one per line
 --   /big/N        N KiB of "x" written in 16 KiB pieces
+--   /date         sets its own Date header
 --   /ignore       answers without reading the body
 --   /fail         the handler raises
 --   /count        how many requests this process handled so far
@@ -45,6 +46,9 @@ local srv = assert(http.listen{port = 0, max_header_size = 2048, headers_timeout
     local piece = string.rep("x", 16384)
     for _ = 1, tonumber(path:match("%d+")) // 16 do res:write(piece) end
     res:close()
+  elseif path == "/date" then
+    res:header("Date", "Thu, 01 Jan 1970 00:00:00 GMT")
+    res:close("dated")
   elseif path == "/ignore" then
     res:close("ignored")
   elseif path == "/fail" then
@@ -344,42 +348,101 @@ describe("rill.http server", function()
     assert.matches("^%d+$", curl(url("/count")))
   end)
 
-  it("closes a connection whose head arrives too slowly, serving others meanwhile (CASES 87)",
-     function()
+  it("answers 408 and closes when a head arrives too slowly, serving others meanwhile " ..
+     "(CASES 87)", function()
     local PY_SLOW = [=[
-import socket, sys, time, subprocess
+import socket, sys, time, subprocess, select
 port = int(sys.argv[1])
 s = socket.create_connection(("127.0.0.1", port))
 t0 = time.time()
-closed = None
+at = None
 for b in b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: abcdefghijklmnopqrstuvwxyz\r\n\r\n":
     try:
         s.sendall(bytes([b]))
-        time.sleep(0.05)
-        if b % 7 == 0:
-            # Another client is served while the slow one trickles.
-            out = subprocess.run(["curl", "-s", "--max-time", "2",
-                                  "http://127.0.0.1:%d/count" % port], capture_output=True)
-            assert out.stdout.isdigit(), out
     except OSError:
-        closed = time.time() - t0
         break
-if closed is None:
-    s.settimeout(3)
-    try:
+    time.sleep(0.05)
+    if b % 7 == 0:
+        # Another client is served while the slow one trickles.
+        out = subprocess.run(["curl", "-s", "--max-time", "2",
+                              "http://127.0.0.1:%d/count" % port], capture_output=True)
+        assert out.stdout.isdigit(), out
+    if select.select([s], [], [], 0)[0]:
+        at = time.time() - t0
+        break
+got = b""
+s.settimeout(3)
+try:
+    while True:
         d = s.recv(100)
-        closed = time.time() - t0 if not d else None
-    except OSError:
-        closed = time.time() - t0
-print("closed" if closed is not None and 0.8 < closed < 2.5 else "open %r" % closed)
+        if not d: break
+        got += d
+except OSError:
+    pass
+ok = at is not None and 0.8 < at < 2.0 and got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+print("408" if ok else "no 408 %r %r" % (at, got))
 ]=]
-    assert.are.equal("closed\n", sh(CLEAN .. "python3 -c " .. quote(PY_SLOW) .. " " .. server.port))
+    assert.are.equal("408\n", sh(CLEAN .. "python3 -c " .. quote(PY_SLOW) .. " " .. server.port))
+    -- A connection that sends nothing at all gets the same answer.
+    local out = raw({ "" }, 2.5)
+    assert.matches("^HTTP/1.1 408 Request Timeout\r\n", out)
+    assert.matches("Connection: close\r\n", out)
+    assert.matches("<EOF>$", out)
   end)
 
-  it("closes idle keep-alive connections after keepalive_timeout", function()
+  it("closes a rejected connection whose client stays, after a short linger", function()
+    local PY_LINGER = [=[
+import socket, sys, time, os
+port, pid = int(sys.argv[1]), sys.argv[2]
+def fds(): return len(os.listdir("/proc/%s/fd" % pid))
+time.sleep(0.2)
+before = fds()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET / HTTP/1.7\r\n\r\n")
+got = b""
+while True:
+    d = s.recv(100)
+    if not d: break
+    got += d
+time.sleep(0.2)
+held = fds()
+time.sleep(1.5) # the socket stays open on this side all along
+after = fds()
+print(got.split(b"\r\n")[0].decode(), held - before, after - before)
+]=]
+    assert.are.equal("HTTP/1.1 400 Bad Request 1 0\n",
+                     sh(CLEAN .. "python3 -c " .. quote(PY_LINGER) .. " " .. server.port .. " " ..
+                        server.pid))
+  end)
+
+  it("sends a Date header unless the handler set one", function()
+    local out = curl("-i " .. url("/len"))
+    local dates = 0
+    for d in out:gmatch("\r\nDate: ([^\r]*)") do
+      dates = dates + 1
+      assert.matches("^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$", d)
+      -- The same instant as the clock here, give or take the time curl took.
+      local now = os.time(os.date("!*t"))
+      local day, mon, year, h, m, sec = d:match("(%d+) (%a+) (%d+) (%d+):(%d+):(%d+)")
+      local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                       Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+      local t = os.time{ year = tonumber(year), month = months[mon], day = tonumber(day),
+                         hour = tonumber(h), min = tonumber(m), sec = tonumber(sec) }
+      assert.is_true(math.abs(now - t) <= 5, d)
+    end
+    assert.are.equal(1, dates)
+    out = curl("-i " .. url("/date"))
+    local list = { out:match("\r\nDate: ([^\r]*)\r\n(.*)$") }
+    assert.are.equal("Thu, 01 Jan 1970 00:00:00 GMT", list[1])
+    assert.is_nil(list[2]:find("\r\nDate:", 1, true))
+  end)
+
+  it("closes idle keep-alive connections quietly after keepalive_timeout", function()
     local out = raw("GET /len HTTP/1.1\r\nHost: a\r\n\r\n", 2.5)
-    assert.matches("^HTTP/1.1 200 OK", out)
-    assert.matches("<EOF>$", out)
+    local list, rest = responses(out)
+    assert.are.equal(1, #list) -- no 408: the connection was idle, not slow
+    assert.are.equal(200, list[1].status)
+    assert.are.equal("<EOF>", rest)
     -- ...and not before: a second request within the timeout is served on the same connection.
     out = raw({ "GET /len HTTP/1.1\r\nHost: a\r\n\r\n",
                 "GET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" })
