@@ -109,6 +109,7 @@ static void *engine_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   void *p = realloc(ptr, nsize);
   if (p == NULL) return NULL;
+  if (nsize > old) rill_mem_advise_huge(p, nsize);
   atomic_store_explicit(&e->heap, heap_bytes(e) - old + nsize, memory_order_relaxed);
   if (e->mem_overdrawn || e->mem_over) mem_update(e);
   return p;

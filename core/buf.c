@@ -107,17 +107,22 @@ static rill_slab_t *pool_next(rill_slab_t *s) {
 
 static void advise_huge(void *p, size_t n) {
 #ifdef MADV_HUGEPAGE
+  if (n < RILL_HUGE_MIN) return;
   uintptr_t a = ((uintptr_t)p + RILL_HUGE_PAGE - 1) & ~(RILL_HUGE_PAGE - 1);
   uintptr_t e = ((uintptr_t)p + n) & ~(RILL_HUGE_PAGE - 1);
   if (e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE); /* only a hint: errors are fine */
 #endif
 }
 
+void rill_mem_advise_huge(void *p, size_t n) {
+  advise_huge(p, n);
+}
+
 static rill_slab_t *slab_malloc(size_t cap) {
   if (cap > SIZE_MAX - sizeof(rill_slab_t)) return NULL;
   rill_slab_t *s = malloc(sizeof(rill_slab_t) + cap);
   if (s == NULL) return NULL;
-  if (cap >= RILL_HUGE_MIN) advise_huge(s, sizeof(rill_slab_t) + cap);
+  advise_huge(s, sizeof(rill_slab_t) + cap);
   pool.mallocs++;
   s->cap = cap;
   return s;

@@ -16,8 +16,8 @@ typedef struct rill_slab_account_s rill_slab_account_t;
 typedef struct rill_slab_s {
   atomic_size_t refs;
   rill_slab_account_t *acct; /* the account charged with this slab, or NULL */
-  size_t cap;         /* bytes available in data[] */
-  size_t used;        /* high-water mark of bytes handed out; lets the sole owner append in place */
+  size_t cap;                /* bytes available in data[] */
+  size_t used;               /* bytes handed out: the sole owner may append in place */
   unsigned char data[];
 } rill_slab_t;
 
@@ -37,6 +37,9 @@ void rill_slab_ref(rill_slab_t *s);
 void rill_slab_unref(rill_slab_t *s);
 /* Frees this thread's pooled slabs (call at thread or engine exit so valgrind sees no leak). */
 void rill_slab_pool_trim(void);
+/* Hints that fresh memory [p, p+n) from malloc will be filled at once: blocks of a few MiB and
+ * more get transparent huge pages (a Lua string of a whole encoded file, a big concatenation). */
+void rill_mem_advise_huge(void *p, size_t n);
 /* Slabs waiting in this thread's pool, and slab mallocs made by this thread so far (for tests
  * and stats: steady-state streaming should leave the second unchanged). */
 size_t rill_slab_pool_count(void);
@@ -75,9 +78,9 @@ void rill_view_release(rill_view_t *v);
 /* A chain is a FIFO of views with a running byte count. Small arrays inline, heap growth after. */
 #define RILL_CHAIN_INLINE 4
 typedef struct {
-  rill_view_t *v;      /* ring buffer of cap entries, starting at head */
+  rill_view_t *v; /* ring buffer of cap entries, starting at head */
   size_t head, count, cap;
-  size_t bytes;        /* sum of the lengths of all views */
+  size_t bytes; /* sum of the lengths of all views */
   rill_view_t inl[RILL_CHAIN_INLINE];
 } rill_chain_t;
 
