@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
 
 #include "lrill.h"
+#include "stdfd.h"
 
 /* The prompt reads stdin through the loop: a uv_poll on fd 0 says a byte is ready, and libedit's
  * callback interface (rl_callback_read_char) consumes it, so timers, sockets and tasks keep
@@ -116,6 +118,23 @@ static void goto_end(repl_t *r) {
   fputs("\r", stdout);
   if (down > 0) fprintf(stdout, "\x1b[%dB", down);
   if (col > 0) fprintf(stdout, "\x1b[%dC", col);
+}
+
+/* The terminal guard (core/stdfd.h): a stdout or stderr stream is about to write to the
+ * terminal from the loop (a timer, a pipeline into rill.stdout). As for print, the prompt goes
+ * first and comes back before the loop waits again. */
+static void guard(int fd, const struct iovec *iov, int cnt, void *arg) {
+  repl_t *r = arg;
+  (void)fd;
+  if (r != the_repl) return;
+  hide(r);
+  end_echo(r);
+  fflush(stdout); /* what C stdio holds goes out before the stream's bytes */
+  for (int i = cnt - 1; i >= 0; i--) {
+    if (iov[i].iov_len == 0) continue;
+    r->at_bol = ((const char *)iov[i].iov_base)[iov[i].iov_len - 1] == '\n';
+    break;
+  }
 }
 
 /* ---- Ctrl-C ---- */
@@ -359,6 +378,9 @@ static void async_cb(uv_async_t *a) {
 
 static void prep_cb(uv_prepare_t *p) {
   repl_t *r = RILL_CONTAINER_OF(p->data, repl_t, hprep);
+  /* The loop's own prepare runs after this one (libuv runs the newest first) and may run ticks
+   * that print: run them now, so that nothing hides the prompt after it is drawn. */
+  rill_loop_drain(&r->ctx->loop);
   redisplay(r);
 }
 
@@ -456,6 +478,7 @@ static void detach(repl_t *r) {
       (cur.sa_handler == on_sigint || cur.sa_handler == SIG_DFL))
     sigaction(SIGINT, &r->old_int, NULL);
   if (r->pollable) fcntl(STDIN_FILENO, F_SETFL, r->stdin_flags);
+  if (r->tty) rill_stdio_set_guard(NULL, NULL);
   if (the_repl == r) the_repl = NULL;
 }
 
@@ -611,6 +634,7 @@ static int l_open(lua_State *L) {
     using_history();
     stifle_history(1000);
     if (r->histfile) read_history(r->histfile);
+    rill_stdio_set_guard(guard, r);
   }
   sigaction(SIGINT, NULL, &r->old_int);
   the_repl = r;

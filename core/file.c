@@ -560,6 +560,8 @@ typedef struct {
   void *open_arg;
   void (*err_cb)(rill_stream_t *s, int code, void *arg);
   void *err_arg;
+  void (*write_cb)(rill_stream_t *s, const struct iovec *iov, int cnt, void *arg);
+  void *write_arg;
   void (*cancel)(void *arg); /* while lent to the fast path */
   void *cancel_arg;
 } writer_t;
@@ -621,6 +623,7 @@ static void wr_flush(writer_t *w) {
       w->idx = w->n;
       break;
     }
+    if (w->write_cb) w->write_cb(w->s, iov, cnt, w->write_arg);
     ssize_t k = writev(w->fd, iov, cnt);
     if (k < 0) {
       int e = errno;
@@ -926,6 +929,16 @@ void rill__file_writer_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, i
   writer_t *w = rill_stream_data(s);
   w->err_cb = cb;
   w->err_arg = arg;
+}
+
+void rill__file_writer_on_write(rill_stream_t *s,
+                                void (*cb)(rill_stream_t *s, const struct iovec *iov, int cnt,
+                                           void *arg),
+                                void *arg) {
+  if (rill_stream_impl(s) != &writer_impl) return;
+  writer_t *w = rill_stream_data(s);
+  w->write_cb = cb;
+  w->write_arg = arg;
 }
 
 int rill__file_is_writer(const rill_stream_t *s) {

@@ -6,6 +6,8 @@
 
 #include "stream.h"
 
+struct iovec;
+
 /* How a file is read (DESIGN point 4: regular files are not sockets)
  * -------------------------------------------------------------------
  * A threadpool round trip per read costs more than copying 64 KiB out of the page cache, so a
@@ -78,6 +80,13 @@ int rill_file_writer_flush_sync(rill_stream_t *s);
  * of it (its "error" event comes from a later tick): stdout uses it to stop the process on
  * EPIPE before any task runs again. Does nothing for a stream that is not a file writer. */
 void rill__file_writer_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
+                                void *arg);
+/* Calls cb(s, iov, cnt, arg) right before each write system call of the writer s, with what
+ * it is about to write: the REPL erases its prompt from the terminal first (core/stdfd.h). Does
+ * nothing for a stream that is not a file writer. */
+void rill__file_writer_on_write(rill_stream_t *s,
+                                void (*cb)(rill_stream_t *s, const struct iovec *iov, int cnt,
+                                           void *arg),
                                 void *arg);
 
 /* Descriptor facts used by the native fast path (core/splice.c). */

@@ -2,6 +2,7 @@
 #include "stdfd.h"
 
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -9,6 +10,21 @@
 #include "uvstream.h"
 
 static int stdin_flags = -1; /* fd 0's flags before libuv made it non-blocking */
+
+static void (*guard_cb)(int fd, const struct iovec *iov, int cnt, void *arg);
+static void *guard_arg;
+
+/* Before a write to a terminal on fd 1 or 2 (the fd is the writer's arg). */
+static void tty_before_write(rill_stream_t *s, const struct iovec *iov, int cnt, void *arg) {
+  (void)s;
+  if (guard_cb) guard_cb((int)(intptr_t)arg, iov, cnt, guard_arg);
+}
+
+void rill_stdio_set_guard(void (*guard)(int fd, const struct iovec *iov, int cnt, void *arg),
+                          void *arg) {
+  guard_cb = guard;
+  guard_arg = arg;
+}
 
 /* A sink over a closed descriptor: every write fails with EBADF. */
 static void badfd_write(rill_stream_t *s, const rill_chunk_t *c) {
@@ -39,7 +55,11 @@ int rill_stdio_open(rill_loop_t *loop, int fd, rill_stream_t **out) {
     rill_stream_opts_t o = {RILL_STREAM_WRITABLE, RILL_HWM_DEFAULT, RILL_HWM_DEFAULT};
     return rill_stream_new(loop, &badfd_impl, NULL, &o, out);
   }
-  return rill_file_writer_new_fd(loop, fd, 0, NULL, out);
+  int r = rill_file_writer_new_fd(loop, fd, 0, NULL, out);
+  /* Only a terminal can show a prompt: pipes and files pay nothing. */
+  if (r == 0 && isatty(fd))
+    rill__file_writer_on_write(*out, tty_before_write, (void *)(intptr_t)fd);
+  return r;
 }
 
 int rill_stdio_flush(rill_stream_t *s) {

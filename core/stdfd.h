@@ -5,6 +5,8 @@
 
 #include "stream.h"
 
+struct iovec;
+
 /* stdin is read through libuv when it is a TTY, a pipe or a socket, and as a file otherwise
  * (core/file.h: a redirected regular file is read from the page cache). stdout and stderr are
  * file writers over the descriptor whatever it is: writes are direct and blocking, as Node's
@@ -23,6 +25,13 @@ int rill_stdio_flush(rill_stream_t *s);
  * "error" event, which comes from a later tick). */
 void rill_stdio_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
                          void *arg);
+/* Sets the terminal's output guard (NULL: none), one per process: while it is set, every
+ * write system call of a stdout or stderr stream that is a terminal first calls
+ * guard(fd, iov, cnt, arg) with what it is about to write. The REPL erases its prompt and line
+ * there and draws them again before the loop next waits, so output from the loop does not
+ * garble the line being typed. Streams over other descriptors never call it. */
+void rill_stdio_set_guard(void (*guard)(int fd, const struct iovec *iov, int cnt, void *arg),
+                          void *arg);
 /* Puts fd 0's flags back as they were before rill_stdio_open made it non-blocking. */
 void rill_stdio_restore(void);
 

@@ -386,6 +386,12 @@ describe("the rill command without a terminal", function()
     assert.matches("stdin:1: boom\nstack traceback:\n\t%[C%]: in function 'error'", err)
   end)
 
+  it("shows rill.stdout writes before the result and the next prompt", function()
+    local out, _, code = helper.cli({ "-i", script }, 'rill.stdout:write("one\\n") return "two"\n')
+    assert.equals(0, code)
+    assert.matches('\n> one\n"two"\n> \n$', out)
+  end)
+
   it("ends an unfinished chunk at EOF with its <eof> error", function()
     local _, err, code = helper.cli({ "-i", script }, "for i = 1, 2 do\n")
     assert.equals(0, code)
@@ -539,6 +545,41 @@ describe("the REPL in a terminal", function()
     t:run("tk:stop()")
     assert.equals('"half"', t:run("word"))
     assert.equals("true", t:run("n >= 3"))
+  end)
+
+  it("keeps the line intact around rill.stdout and rill.stderr writes from the loop", function()
+    t = Term.start()
+    local out = t:run('n = 0 tk = rill.interval(30, function() n = n + 1 ' ..
+      'rill.stdout:write("out " .. n .. "\\n") rill.stderr:write("err " .. n .. "\\n") end)')
+    assert.equals("", (out:gsub("%a+ %d+\n?", "")))
+    t:send('word = "hal')
+    local s = t:wait(function(s) return last_line(s) == '> word = "hal' end, "the typed text")
+    local seen = tonumber(s:match(".*err (%d+)")) or 0
+    s = t:wait(function(s)
+      local n = tonumber(s:match(".*err (%d+)")) or 0
+      return n >= seen + 3 and last_line(s) == '> word = "hal'
+    end, "stream writes above the line being typed")
+    assert.not_matches('hal"?out', s)
+    assert.not_matches('hal"?err', s)
+    -- each write came out whole, on its own line, the prompt never left among them
+    local n = tonumber(s:match(".*err (%d+)"))
+    for i = seen + 1, n do
+      assert.matches("\nout " .. i .. "\nerr " .. i .. "\n", s)
+    end
+    -- a write that does not end its line: the prompt comes back on a fresh line below it
+    t:send('f"')
+    t:key("Enter")
+    t:wait(function(s) return s:find('\n> word = "half"\n') ~= nil end, "the finished line")
+    t:run("tk:stop()")
+    out = t:run('rill.timeout(20, function() rill.stdout:write("no newline") end)')
+    t:send("word")
+    s = t:wait(function(s) return s:find("\nno newline\n> word$") ~= nil end,
+      "the prompt below the unfinished line")
+    t:key("Enter")
+    t:wait('\n"half"\n')
+    -- what the code wrote to the streams comes before what print and the REPL write after it
+    assert.equals('first\nsecond\n"third"',
+      t:run('rill.stdout:write("first\\n") print("second") return "third"'))
   end)
 
   it("completes globals, fields and methods with Tab", function()

@@ -311,6 +311,23 @@ end
 ---------------------------------------------------------------------------------------------
 
 local C -- rill._repl, loaded by start()
+
+-- rill.stdout and rill.stderr write at the end of the loop's turn: what the code wrote to them
+-- goes out before what the REPL (or print) writes after it, and before the prompt.
+local function sync_streams()
+  local stdio = package.loaded["rill.stdio"]
+  if stdio then stdio.flush() end
+end
+
+local function write(s, fd)
+  sync_streams()
+  return C.write(s, fd)
+end
+
+local function read(prompt)
+  sync_streams()
+  return C.read(prompt)
+end
 local pending -- lines of an unfinished chunk
 local current -- the evaluation in progress: { abandoned = bool }
 
@@ -333,7 +350,7 @@ local function show_results(res)
   if res.n <= 1 then return end
   local out, width = {}, C.columns()
   for i = 2, res.n do out[#out + 1] = inspect(res[i], { width = width }) end
-  C.write(table.concat(out, "\t") .. "\n")
+  write(table.concat(out, "\t") .. "\n")
 end
 
 local function evaluate(fn)
@@ -352,11 +369,11 @@ local function evaluate(fn)
       if res[1] then
         show_results(res)
       else
-        C.write(errmsg(res[2]) .. "\n", 2)
+        write(errmsg(res[2]) .. "\n", 2)
       end
     end)
-    if not ok then C.write("repl: cannot print the result: " .. tostring(perr) .. "\n", 2) end
-    C.read(PROMPT)
+    if not ok then write("repl: cannot print the result: " .. tostring(perr) .. "\n", 2) end
+    read(PROMPT)
   end)
 end
 
@@ -366,11 +383,11 @@ end
 
 local function on_line(line, tty)
   if line == nil then -- end of input (Ctrl-D on an empty line)
-    C.write("\n")
+    write("\n")
     if pending then
       local _, err = M.compile(pending)
       pending = nil
-      C.write(tostring(err) .. "\n", 2)
+      write(tostring(err) .. "\n", 2)
     end
     return quit()
   end
@@ -379,12 +396,12 @@ local function on_line(line, tty)
   local fn, err, more = M.compile(src)
   if more then
     pending = src
-    return C.read(PROMPT2)
+    return read(PROMPT2)
   end
   pending = nil
   if not fn then
-    C.write(err .. "\n", 2)
-    return C.read(PROMPT)
+    write(err .. "\n", 2)
+    return read(PROMPT)
   end
   evaluate(fn)
 end
@@ -395,17 +412,16 @@ local function on_interrupt(kind)
     -- to finish on its own, unseen, and the prompt comes back.
     current.abandoned = true
     current = nil
-    C.write("interrupted! (the task goes on waiting in the background; its results will not be shown)\n", 2)
+    write("interrupted! (the task goes on waiting in the background; its results will not be shown)\n", 2)
   end
   pending = nil
-  C.read(PROMPT)
+  read(PROMPT)
 end
 
 -- Routes print, io.write and writes to io.stdout / io.stderr through C.write, which erases the
 -- prompt first and has it redrawn after: output from timers and streams while a line is being
 -- typed does not garble it.
 local function route_output()
-  local write = C.write
   local stdout, stderr = io.stdout, io.stderr
   print = function(...)
     local n = select("#", ...)
@@ -456,10 +472,10 @@ function M.start(opts)
     history = history,
   }
   if tty then route_output() end
-  rill.on("uncaught", function(e) C.write(errmsg(e) .. "\n", 2) end)
-  C.write(string.format("rill %s (%s); Ctrl-D exits, Ctrl-C interrupts\n", rill.version,
+  rill.on("uncaught", function(e) write(errmsg(e) .. "\n", 2) end)
+  write(string.format("rill %s (%s); Ctrl-D exits, Ctrl-C interrupts\n", rill.version,
     _VERSION))
-  C.read(PROMPT)
+  read(PROMPT)
 end
 
 return M
