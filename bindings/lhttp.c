@@ -75,6 +75,14 @@ static void on_request(rill_http_server_t *srv, rill_stream_t *req, rill_stream_
   lua_rawgeti(L, LUA_REGISTRYINDEX, hs->handler_ref);
   rill__pushstream(L, req);
   push_head(L, head);
+  char ip[64];
+  int port;
+  if (rill_http_peer(req, ip, sizeof ip, &port) == 0) {
+    lua_pushstring(L, ip);
+    lua_setfield(L, -2, "remote_address");
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "remote_port");
+  }
   rill__setstreamfields(L, -2);
   rill__pushstream(L, res);
   lua_createtable(L, 0, 2);
@@ -148,6 +156,52 @@ static int l_listen(lua_State *L) {
 }
 
 /* ---- client ---- */
+
+#define AGENT_MT "rill.http_agent"
+
+typedef struct {
+  rill_http_agent_t *a;
+} hagent_t;
+
+/* agent([idle_timeout_ms [, max_idle]]) -> agent (0: the defaults) */
+static int l_agent(lua_State *L) {
+  rill_ctx_t *ctx = rill__ctx(L);
+  lua_Integer idle = luaL_optinteger(L, 1, 0), max = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, idle >= 0 && idle <= 86400000, 1, "idle_timeout out of range");
+  luaL_argcheck(L, max >= 0 && max <= 100000, 2, "max_idle out of range");
+  hagent_t *ha = lua_newuserdatauv(L, sizeof *ha, 0);
+  ha->a = NULL;
+  luaL_setmetatable(L, AGENT_MT);
+  rill_http_agent_opts_t o = {(unsigned)idle, (size_t)max};
+  int r = rill_http_agent_new(&ctx->loop, &o, &ha->a);
+  if (r) return rill__fail(L, r, "agent", NULL);
+  return 1;
+}
+
+static hagent_t *check_agent(lua_State *L, int i) {
+  hagent_t *ha = luaL_checkudata(L, i, AGENT_MT);
+  if (ha->a == NULL) luaL_argerror(L, i, "agent is closed");
+  return ha;
+}
+
+/* agent:close(): closes its idle connections */
+static int l_agent_close(lua_State *L) {
+  rill_http_agent_close(check_agent(L, 1)->a);
+  return 0;
+}
+
+/* agent:idle() -> number of idle connections */
+static int l_agent_idle(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)rill_http_agent_idle(check_agent(L, 1)->a));
+  return 1;
+}
+
+static int l_agent_gc(lua_State *L) {
+  hagent_t *ha = lua_touserdata(L, 1);
+  rill_http_agent_free(ha->a);
+  ha->a = NULL;
+  return 0;
+}
 
 #define WAITER_MT "rill.http_waiter"
 
@@ -245,7 +299,7 @@ static int l_waiter_gc(lua_State *L) {
   return 0;
 }
 
-/* request(method, host, port, path, {name, value, ...}, content_length, timeout_ms)
+/* request(method, host, port, path, {name, value, ...}, content_length, timeout_ms [, agent])
  * -> request body stream, waiter; content_length: >= 0, -1 chunked, -2 no body. */
 static int l_request(lua_State *L) {
   rill_ctx_t *ctx = rill__ctx(L);
@@ -264,6 +318,7 @@ static int l_request(lua_State *L) {
   lua_Integer to = luaL_optinteger(L, 7, 0);
   luaL_argcheck(L, to >= 0 && to <= 86400000, 7, "timeout out of range");
   o.timeout_ms = (unsigned)to;
+  if (!lua_isnoneornil(L, 8)) o.agent = check_agent(L, 8)->a;
   lua_Integer n = luaL_len(L, 5);
   luaL_argcheck(L, n % 2 == 0 && n < 2000, 5, "bad header list");
   const char **hs = lua_newuserdatauv(L, sizeof *hs * (size_t)(n + 1), 0); /* freed by GC */
@@ -313,7 +368,19 @@ int rill__open_http(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {{"listen", l_listen}, {"request", l_request}, {NULL, NULL}};
+  if (luaL_newmetatable(L, AGENT_MT)) {
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, l_agent_close);
+    lua_setfield(L, -2, "close");
+    lua_pushcfunction(L, l_agent_idle);
+    lua_setfield(L, -2, "idle");
+    lua_setfield(L, -2, "__index"); /* mt.__index = methods */
+    lua_pushcfunction(L, l_agent_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  static const luaL_Reg fns[] = {
+      {"listen", l_listen}, {"request", l_request}, {"agent", l_agent}, {NULL, NULL}};
   luaL_newlib(L, fns);
   return 1;
 }

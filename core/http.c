@@ -721,6 +721,14 @@ int rill_http_res_header(rill_stream_t *res, const char *name, const char *value
   return 0;
 }
 
+int rill_http_peer(rill_stream_t *s, char *ip, size_t n, int *port) {
+  if (s == NULL || (rill_stream_impl(s) != &res_impl && rill_stream_impl(s) != &req_impl))
+    return UV_EINVAL;
+  exch_t *ex = rill_stream_data(s);
+  if (ex->c == NULL) return UV_ENOTCONN;
+  return rill_tcp_address(ex->c->sock, 1, ip, n, port);
+}
+
 int rill_http_res_head_sent(const rill_stream_t *res) {
   exch_t *ex = res_exch(res);
   return ex ? ex->head_sent : 0;

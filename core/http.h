@@ -50,19 +50,53 @@ void rill_http_server_free(rill_http_server_t *srv);
  * or value with CR/LF), or RILL_ESTREAM_ALREADY_FINISHED once the head went out. */
 int rill_http_res_status(rill_stream_t *res, int code);
 int rill_http_res_header(rill_stream_t *res, const char *name, const char *value);
+/* The client's address and port for a request or response stream of a connection that is still
+ * open (as rill_tcp_address). 0, UV_EINVAL (not an HTTP stream) or ENOTCONN. */
+int rill_http_peer(rill_stream_t *s, char *ip, size_t n, int *port);
 /* Nonzero once the response head was sent. */
 int rill_http_res_head_sent(const rill_stream_t *res);
 
 /* ---- client ---- */
 
-/* One request on a connection of its own ("Connection: close"). The request body is a writable
- * returned at once (end it, even when empty); the response head comes to cb with res, a
- * readable of the body (a new reference), or cb gets the error (borrowed) instead: connection
- * errors (ECONNREFUSED, name errors), UV_ETIMEDOUT when no response head came within
- * timeout_ms, RILL_EHTTP_PARSE for a malformed response. A body cut short (fewer bytes than
- * Content-Length, a cut chunk) fails res with RILL_EHTTP_PARSE; never a silently short body.
- * cb runs once, after rill_http_request returned. Destroying the request or the response
- * aborts the exchange. */
+/* Requests. The request body is a writable returned at once (end it, even when empty); the
+ * response head comes to cb with res, a readable of the body (a new reference), or cb gets the
+ * error (borrowed) instead: connection errors (ECONNREFUSED, name errors), UV_ETIMEDOUT when no
+ * response head came within timeout_ms, RILL_EHTTP_PARSE for a malformed response. A body cut
+ * short (fewer bytes than Content-Length, a cut chunk) fails res with RILL_EHTTP_PARSE; never a
+ * silently short body. cb runs once, after rill_http_request returned. Destroying the request
+ * or the response aborts the exchange.
+ *
+ * Without an agent a request has a connection of its own ("Connection: close"). With one, the
+ * connection goes back to the agent once the exchange is complete and both sides allow it (an
+ * HTTP/1.1 response without "Connection: close", or HTTP/1.0 with "Connection: keep-alive"; the
+ * whole request sent; no bytes after the response), and the next request to the same host and
+ * port takes the most recently used idle one. Idle connections do not keep the loop running;
+ * they close after the idle timeout, when the server closes them, or when they receive
+ * anything. A request on a reused connection that ends or fails before any byte of the response
+ * arrived (the server closed it meanwhile) is sent again, once, on a new connection, when that
+ * is safe: an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and no body byte sent
+ * yet. A "Connection: close" header among the request's headers keeps the connection out of
+ * the pool. */
+typedef struct rill_http_agent_s rill_http_agent_t;
+
+typedef struct {
+  unsigned idle_timeout_ms; /* an idle connection closes after this; 0: 4 s (below the 5 s of
+                               common servers, so the server is rarely the one to close) */
+  size_t max_idle;          /* idle connections kept per host and port; 0: 64 */
+} rill_http_agent_opts_t;
+
+/* Makes an agent in *out (o may be NULL); the caller holds it until rill_http_agent_free.
+ * 0, UV_EINVAL or UV_ENOMEM. */
+int rill_http_agent_new(rill_loop_t *loop, const rill_http_agent_opts_t *o,
+                        rill_http_agent_t **out);
+/* Closes the idle connections now; the agent stays usable. */
+void rill_http_agent_close(rill_http_agent_t *a);
+/* Closes the idle connections, pools nothing more, and releases the caller's hold (requests in
+ * flight keep the memory until they end). NULL is a no-op. */
+void rill_http_agent_free(rill_http_agent_t *a);
+/* Idle connections now (all hosts). */
+size_t rill_http_agent_idle(const rill_http_agent_t *a);
+
 typedef void (*rill_http_response_cb)(rill_stream_t *res, const rill_http_head_t *head,
                                       rill_err_t *err, void *arg);
 
@@ -75,8 +109,9 @@ typedef struct {
   const char *path;           /* request target: "/x?y=1" */
   const char *const *headers; /* nheaders (name, value) pairs, flattened; borrowed */
   size_t nheaders;
-  int64_t content_length; /* >= 0, RILL_HTTP_CHUNKED, or RILL_HTTP_NO_BODY */
-  unsigned timeout_ms;    /* 0: none */
+  int64_t content_length;   /* >= 0, RILL_HTTP_CHUNKED, or RILL_HTTP_NO_BODY */
+  unsigned timeout_ms;      /* 0: none */
+  rill_http_agent_t *agent; /* NULL: a connection of its own, closed after the response */
 } rill_http_request_opts_t;
 
 /* Starts a request; *req gets the body stream (a new reference). 0, UV_EINVAL (bad options,

@@ -1,4 +1,5 @@
 /* core/http_client.c: HTTP/1.1 requests with streaming request and response bodies. */
+#define _GNU_SOURCE /* strcasestr */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,160 @@
 
 #include "http.h"
 #include "tcp.h"
+
+/* ---- the agent: idle connections by host and port ---- */
+
+typedef struct idle_s idle_t;
+
+struct rill_http_agent_s {
+  rill_loop_t *loop;
+  unsigned idle_ms;
+  size_t max_idle;
+  idle_t *idle; /* most recently pooled first */
+  size_t nidle;
+  int refs; /* the owner's hold and one per request that uses it */
+  int freed;
+};
+
+struct idle_s {
+  idle_t *prev, *next;
+  rill_http_agent_t *agent; /* NULL once out of the pool */
+  rill_stream_t *sock;      /* one reference while pooled */
+  rill_listener_t l;
+  uv_timer_t timer;
+  rill_handle_t th;
+  int port;
+  char host[256];
+};
+
+static void agent_unref(rill_http_agent_t *a) {
+  if (--a->refs == 0) free(a);
+}
+
+/* Takes e out of the pool (its timer closes and frees it); returns the socket's reference. */
+static rill_stream_t *idle_unlink(idle_t *e) {
+  rill_http_agent_t *a = e->agent;
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    a->idle = e->next;
+  if (e->next) e->next->prev = e->prev;
+  a->nidle--;
+  e->agent = NULL;
+  rill_stream_unlisten(&e->l);
+  rill_stream_t *s = e->sock;
+  e->sock = NULL;
+  return s;
+}
+
+static void idle_drop(idle_t *e) {
+  rill_stream_t *s = idle_unlink(e);
+  rill_handle_close(&e->th);
+  rill_stream_destroy(s, NULL);
+  rill_stream_unref(s);
+}
+
+static void idle_closed(rill_handle_t *h) {
+  idle_t *e = RILL_CONTAINER_OF(h, idle_t, th);
+  if (e->agent) {
+    /* Engine teardown closed the timer of a pooled connection: the connection goes too. */
+    rill_stream_t *s = idle_unlink(e);
+    rill_stream_destroy(s, NULL);
+    rill_stream_unref(s);
+  }
+  free(e);
+}
+
+static void idle_timer_cb(uv_timer_t *t) {
+  idle_drop(RILL_CONTAINER_OF(t, idle_t, timer));
+}
+
+/* Anything on an idle connection ends its use: the server closed it or failed, or sent bytes
+ * nobody asked for. */
+static void idle_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
+  (void)s;
+  (void)ev;
+  idle_drop(RILL_CONTAINER_OF(l, idle_t, l));
+}
+
+/* Pools sock (takes its reference), or closes it when the pool for host:port is full. */
+static void agent_put(rill_http_agent_t *a, const char *host, int port, rill_stream_t *sock) {
+  size_t same = 0;
+  for (idle_t *e = a->idle; e; e = e->next)
+    if (e->port == port && strcmp(e->host, host) == 0) same++;
+  idle_t *e = !a->freed && same < a->max_idle ? calloc(1, sizeof *e) : NULL;
+  if (e == NULL) {
+    rill_stream_destroy(sock, NULL);
+    rill_stream_unref(sock);
+    return;
+  }
+  e->agent = a;
+  e->sock = sock;
+  e->port = port;
+  snprintf(e->host, sizeof e->host, "%s", host);
+  uv_timer_init(a->loop->uv, &e->timer);
+  uv_unref((uv_handle_t *)&e->timer);
+  rill_handle_track(a->loop, &e->th, (uv_handle_t *)&e->timer, idle_closed);
+  uv_timer_start(&e->timer, idle_timer_cb, a->idle_ms, 0);
+  e->next = a->idle;
+  if (e->next) e->next->prev = e;
+  a->idle = e;
+  a->nidle++;
+  e->l.mask = RILL_EVBIT(RILL_EV_DATA) | RILL_EVBIT(RILL_EV_END) | RILL_EVBIT(RILL_EV_ERROR) |
+              RILL_EVBIT(RILL_EV_CLOSE);
+  e->l.cb = idle_event;
+  rill_stream_listen(sock, &e->l);
+  rill_tcp_set_ref(sock, 0);
+  rill_stream_resume(sock); /* a paused socket would not see the server's close */
+}
+
+/* The most recently pooled connection to host:port (a new reference), or NULL. */
+static rill_stream_t *agent_take(rill_http_agent_t *a, const char *host, int port) {
+  for (idle_t *e = a->idle, *next; e; e = next) {
+    next = e->next;
+    if (e->port != port || strcmp(e->host, host) != 0) continue;
+    rill_stream_t *s = idle_unlink(e);
+    rill_handle_close(&e->th);
+    if (rill_stream_state(s) & (RILL_SS_DESTROYED | RILL_SS_READ_ENDED | RILL_SS_ENDING)) {
+      rill_stream_destroy(s, NULL);
+      rill_stream_unref(s);
+      continue;
+    }
+    rill_tcp_set_ref(s, 1);
+    return s;
+  }
+  return NULL;
+}
+
+int rill_http_agent_new(rill_loop_t *loop, const rill_http_agent_opts_t *o,
+                        rill_http_agent_t **out) {
+  if (loop == NULL || out == NULL) return UV_EINVAL;
+  rill_http_agent_t *a = calloc(1, sizeof *a);
+  if (a == NULL) return UV_ENOMEM;
+  a->loop = loop;
+  a->idle_ms = o && o->idle_timeout_ms ? o->idle_timeout_ms : 4000;
+  a->max_idle = o && o->max_idle ? o->max_idle : 64;
+  a->refs = 1;
+  *out = a;
+  return 0;
+}
+
+void rill_http_agent_close(rill_http_agent_t *a) {
+  while (a->idle) idle_drop(a->idle);
+}
+
+void rill_http_agent_free(rill_http_agent_t *a) {
+  if (a == NULL) return;
+  a->freed = 1;
+  rill_http_agent_close(a);
+  agent_unref(a);
+}
+
+size_t rill_http_agent_idle(const rill_http_agent_t *a) {
+  return a->nidle;
+}
+
+/* ---- one exchange ---- */
 
 typedef struct {
   rill_stream_t *sock, *req, *res; /* one reference each while in use */
@@ -21,14 +176,33 @@ typedef struct {
   rill_handle_t th;
   int timer_on;
   int own_req, own_res; /* the exchange holds a reference on req / res */
+  /* Connection reuse */
+  rill_loop_t *loop;
+  rill_http_agent_t *agent; /* one reference, or NULL */
+  int keep;                 /* the connection may go back to the agent (so far) */
+  int reused;               /* the connection came from the agent */
+  int retry_ok;             /* the request may be sent again (idempotent, not retried yet) */
+  int req_done;             /* the whole request was written */
+  int got_bytes;            /* some of the response arrived */
+  int64_t body_sent;
+  char *head; /* the request head, kept for a retry */
+  size_t hlen;
+  int port;
+  char host[256];
 } cli_t;
 
 static const rill_stream_impl_t creq_impl, cres_impl;
 
+static void cli_free(cli_t *c) {
+  rill_http_parser_free(c->p);
+  if (c->agent) agent_unref(c->agent);
+  free(c->head);
+  free(c);
+}
+
 static void cli_unref(cli_t *c) {
   if (--c->refs > 0) return;
-  rill_http_parser_free(c->p);
-  free(c);
+  cli_free(c);
 }
 
 static void stop_timer(cli_t *c) {
@@ -73,6 +247,7 @@ static int on_head(void *ud, const rill_http_head_t *h) {
   cli_t *c = ud;
   c->skip_msg = h->status < 200; /* 100 Continue and friends: the real answer follows */
   if (c->skip_msg || c->failed) return 0;
+  if (!h->keep_alive || h->upgrade) c->keep = 0;
   stop_timer(c);
   rill_stream_opts_t ro = {RILL_STREAM_READABLE, RILL_HWM_DEFAULT, RILL_HWM_DEFAULT};
   int r = rill_stream_new(rill_stream_loop(c->sock), &cres_impl, c, &ro, &c->res);
@@ -107,18 +282,103 @@ static int on_end(void *ud) {
   }
   c->finished = 1;
   if (c->res) rill_stream_push(c->res, NULL);
-  /* One request per connection: it has served its purpose. */
-  rill_stream_destroy(c->sock, NULL);
   return 0;
 }
 
 static const rill_http_callbacks_t parser_cbs = {on_head, on_body, on_end};
+
+static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev);
+
+static void attach(cli_t *c, rill_stream_t *sock, int fresh) {
+  c->sock = sock;
+  c->l.mask = RILL_EVBIT(RILL_EV_DATA) | RILL_EVBIT(RILL_EV_DRAIN) | RILL_EVBIT(RILL_EV_END) |
+              RILL_EVBIT(RILL_EV_ERROR) | RILL_EVBIT(RILL_EV_CLOSE);
+  c->l.cb = sock_event;
+  rill_stream_listen(sock, &c->l);
+  if (fresh) {
+    /* A pooled connection keeps these from its first exchange. */
+    rill_stream_watch(sock, RILL_EV_ERROR, 1);
+    rill_stream_watch(sock, RILL_EV_DATA, 1);
+  }
+}
+
+/* A connection from the agent, else a new one, with the request head written to it. */
+static int open_conn(cli_t *c) {
+  rill_stream_t *s = c->agent && c->keep ? agent_take(c->agent, c->host, c->port) : NULL;
+  int fresh = s == NULL;
+  c->reused = !fresh;
+  if (fresh) {
+    int r = rill_tcp_connect(c->loop, c->host, c->port, RILL_TCP_HALF_OPEN, NULL, NULL, &s);
+    if (r) return r;
+  }
+  rill_stream_write_bytes(s, c->head, c->hlen, NULL, NULL); /* goes out once connected */
+  attach(c, s, fresh);
+  return 0;
+}
+
+/* The exchange no longer has a connection: drop its own references (the caller keeps its). */
+static void sock_gone(cli_t *c) {
+  stop_timer(c);
+  c->refs++;
+  if (c->own_req) {
+    c->own_req = 0;
+    rill_stream_unref(c->req);
+  }
+  if (c->own_res) {
+    c->own_res = 0;
+    rill_stream_unref(c->res);
+  }
+  c->refs--; /* the socket's share: the hold taken above keeps c alive */
+  cli_unref(c);
+}
+
+/* The response is complete: the connection goes back to the agent when both sides allow it,
+ * else it closes (its "close" event ends the exchange). clean: nothing followed the response. */
+static void release_conn(cli_t *c, int clean) {
+  rill_stream_t *s = c->sock;
+  if (!(clean && c->keep && c->agent && !c->agent->freed && c->req_done &&
+        !(rill_stream_state(s) & (RILL_SS_DESTROYED | RILL_SS_READ_ENDED | RILL_SS_ENDING)))) {
+    rill_stream_destroy(s, NULL);
+    return;
+  }
+  rill_stream_unlisten(&c->l);
+  c->sock = NULL;
+  agent_put(c->agent, c->host, c->port, s);
+  sock_gone(c);
+}
+
+/* A reused connection that the server closed before answering (it timed the connection out
+ * as we reused it) may be tried again on a new one, once, when sending the request again is
+ * safe. */
+static int may_retry(const cli_t *c) {
+  return c->reused && c->retry_ok && !c->got_bytes && c->body_sent == 0 && !c->failed &&
+         !c->finished;
+}
+
+static void retry(cli_t *c) {
+  rill_stream_t *old = c->sock;
+  rill_stream_unlisten(&c->l);
+  c->sock = NULL;
+  c->retry_ok = 0;
+  rill_stream_destroy(old, NULL);
+  rill_stream_unref(old);
+  c->keep = 0; /* open_conn takes a new connection */
+  int r = open_conn(c);
+  c->keep = 1;
+  if (r) {
+    cli_fail(c, r);
+    sock_gone(c);
+    return;
+  }
+  if (c->req_done && c->chunked) rill_stream_write_bytes(c->sock, "0\r\n\r\n", 5, NULL, NULL);
+}
 
 static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
   cli_t *c = RILL_CONTAINER_OF(l, cli_t, l);
   switch (ev->type) {
     case RILL_EV_DATA: {
       if (c->finished || c->failed) break;
+      c->got_bytes = 1;
       const rill_view_t *v = &ev->chunk->view;
       size_t off = 0;
       while (off < v->len && !c->finished && !c->failed) {
@@ -133,6 +393,7 @@ static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t 
         }
         off += used;
       }
+      if (c->finished && !c->failed) release_conn(c, off == v->len); /* may free c */
       break;
     }
     case RILL_EV_DRAIN:
@@ -142,36 +403,40 @@ static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t 
       }
       break;
     case RILL_EV_END:
+      if (may_retry(c)) {
+        retry(c);
+        break;
+      }
       /* A body that runs to the end of the connection ends here; anything else is cut. */
       if (!c->finished && !c->failed) {
         int r = rill_http_parser_finish(c->p);
         if (r == 0 && !c->finished) r = RILL_EHTTP_PARSE; /* closed before any response */
-        if (r) cli_fail(c, r == RILL_EHTTP_PARSE && !c->cb_done ? UV_ECONNRESET : r);
+        if (r) {
+          cli_fail(c, r == RILL_EHTTP_PARSE && !c->cb_done ? UV_ECONNRESET : r);
+        } else {
+          rill_stream_destroy(c->sock, NULL);
+        }
       }
       break;
     case RILL_EV_ERROR:
+      if (may_retry(c)) {
+        retry(c);
+        break;
+      }
       cli_fail(c, ev->err ? ev->err->code : UV_ECONNRESET);
       break;
     case RILL_EV_CLOSE:
+      if (may_retry(c)) {
+        retry(c);
+        break;
+      }
       if (!c->finished) cli_fail(c, UV_ECONNRESET);
-      stop_timer(c);
       rill_stream_unlisten(&c->l);
       rill_stream_unref(c->sock);
       c->sock = NULL;
       if (c->req && !(rill_stream_state(c->req) & RILL_SS_FINISHED) && !c->finished)
         rill_stream_destroy_code(c->req, UV_ECONNRESET);
-      /* The connection is over: drop the exchange's own references (the caller keeps its). */
-      c->refs++;
-      if (c->own_req) {
-        c->own_req = 0;
-        rill_stream_unref(c->req);
-      }
-      if (c->own_res) {
-        c->own_res = 0;
-        rill_stream_unref(c->res);
-      }
-      cli_unref(c);
-      cli_unref(c);
+      sock_gone(c);
       break;
     default:
       break;
@@ -192,6 +457,7 @@ static void creq_write(rill_stream_t *s, const rill_chunk_t *chunk) {
     rill_stream_write_done(s, NULL);
     return;
   }
+  c->body_sent += (int64_t)chunk->view.len;
   if (c->chunked) {
     char line[32];
     int n = snprintf(line, sizeof line, "%zx\r\n", chunk->view.len);
@@ -216,6 +482,7 @@ static void creq_final(rill_stream_t *s) {
   cli_t *c = rill_stream_data(s);
   if (c->chunked && c->sock && !c->failed)
     rill_stream_write_bytes(c->sock, "0\r\n\r\n", 5, NULL, NULL);
+  c->req_done = 1;
   rill_stream_final_done(s, NULL);
 }
 
@@ -270,15 +537,18 @@ static int bad_text(const char *s) {
   return s == NULL || strpbrk(s, "\r\n") != NULL;
 }
 
-/* The request head; NULL when out of memory. */
-static char *make_head(const rill_http_request_opts_t *o, size_t *len) {
+/* The request head; NULL when out of memory. "Connection" is added unless the caller set one:
+ * keep-alive when the connection may be reused, else close. */
+static char *make_head(const rill_http_request_opts_t *o, int keep, size_t *len) {
   size_t cap = 256 + strlen(o->method) + strlen(o->path) + strlen(o->host);
   for (size_t i = 0; i < 2 * o->nheaders; i++) cap += strlen(o->headers[i]) + 4;
   char *h = malloc(cap);
   if (h == NULL) return NULL;
-  int has_host = 0;
-  for (size_t i = 0; i < o->nheaders; i++)
+  int has_host = 0, has_conn = 0;
+  for (size_t i = 0; i < o->nheaders; i++) {
     if (strcasecmp(o->headers[2 * i], "host") == 0) has_host = 1;
+    if (strcasecmp(o->headers[2 * i], "connection") == 0) has_conn = 1;
+  }
   size_t n = (size_t)snprintf(h, cap, "%s %s HTTP/1.1\r\n", o->method, o->path);
   if (!has_host) {
     if (o->port == 80)
@@ -292,9 +562,33 @@ static char *make_head(const rill_http_request_opts_t *o, size_t *len) {
     n += (size_t)snprintf(h + n, cap - n, "Content-Length: %lld\r\n", (long long)o->content_length);
   else if (o->content_length == RILL_HTTP_CHUNKED)
     n += (size_t)snprintf(h + n, cap - n, "Transfer-Encoding: chunked\r\n");
-  n += (size_t)snprintf(h + n, cap - n, "Connection: close\r\n\r\n");
+  if (!has_conn)
+    n += (size_t)snprintf(h + n, cap - n, "Connection: %s\r\n", keep ? "keep-alive" : "close");
+  n += (size_t)snprintf(h + n, cap - n, "\r\n");
   *len = n;
   return h;
+}
+
+/* A "close" token in a Connection header of the caller's. */
+static int asks_close(const rill_http_request_opts_t *o) {
+  for (size_t i = 0; i < o->nheaders; i++) {
+    if (strcasecmp(o->headers[2 * i], "connection") != 0) continue;
+    const char *v = o->headers[2 * i + 1];
+    for (const char *p = v; (p = strcasestr(p, "close")) != NULL; p += 5) {
+      int starts = p == v || p[-1] == ',' || p[-1] == ' ' || p[-1] == '\t';
+      int ends = p[5] == 0 || p[5] == ',' || p[5] == ' ' || p[5] == '\t';
+      if (starts && ends) return 1;
+    }
+  }
+  return 0;
+}
+
+/* Methods that RFC 9110 calls idempotent: sending them twice does no harm. */
+static int idempotent(const char *m) {
+  static const char *const list[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  for (size_t i = 0; i < sizeof list / sizeof list[0]; i++)
+    if (strcmp(m, list[i]) == 0) return 1;
+  return 0;
 }
 
 int rill_http_request(rill_loop_t *loop, const rill_http_request_opts_t *o,
@@ -302,7 +596,7 @@ int rill_http_request(rill_loop_t *loop, const rill_http_request_opts_t *o,
   if (loop == NULL || o == NULL || cb == NULL || req == NULL || o->port <= 0 || o->port > 65535 ||
       bad_text(o->method) || bad_text(o->host) || bad_text(o->path) || o->method[0] == 0 ||
       strchr(o->method, ' ') || o->path[0] == 0 || strchr(o->path, ' ') ||
-      o->content_length < RILL_HTTP_NO_BODY)
+      o->content_length < RILL_HTTP_NO_BODY || strlen(o->host) >= sizeof(((cli_t *)0)->host))
     return UV_EINVAL;
   for (size_t i = 0; i < 2 * o->nheaders; i++)
     if (bad_text(o->headers[i]) ||
@@ -312,43 +606,39 @@ int rill_http_request(rill_loop_t *loop, const rill_http_request_opts_t *o,
   if (c == NULL) return UV_ENOMEM;
   c->cb = cb;
   c->arg = arg;
+  c->loop = loop;
+  c->port = o->port;
+  snprintf(c->host, sizeof c->host, "%s", o->host);
   c->chunked = o->content_length == RILL_HTTP_CHUNKED;
+  if (o->agent && !o->agent->freed) {
+    c->agent = o->agent;
+    c->agent->refs++;
+  }
+  c->keep = c->agent && !asks_close(o);
+  c->retry_ok = idempotent(o->method);
   rill_http_parser_opts_t po = {RILL_HTTP_RESPONSE, 0};
-  size_t hlen;
-  char *head = make_head(o, &hlen);
-  int r = head ? rill_http_parser_new(&c->p, &po, &parser_cbs, c) : UV_ENOMEM;
+  c->head = make_head(o, c->keep, &c->hlen);
+  int r = c->head ? rill_http_parser_new(&c->p, &po, &parser_cbs, c) : UV_ENOMEM;
   if (r) {
-    free(head);
-    free(c);
+    cli_free(c);
     return r;
   }
   if (strcmp(o->method, "HEAD") == 0) rill_http_parser_skip_body(c->p);
   rill_stream_opts_t wo = {RILL_STREAM_WRITABLE, RILL_HWM_DEFAULT, RILL_HWM_DEFAULT};
   r = rill_stream_new(loop, &creq_impl, c, &wo, &c->req);
-  if (r == 0)
-    r = rill_tcp_connect(loop, o->host, o->port, RILL_TCP_HALF_OPEN, NULL, NULL, &c->sock);
+  if (r == 0) r = open_conn(c);
   if (r) {
-    free(head);
     if (c->req) {
       c->refs = 1;
       c->cb_done = c->failed = 1;
       rill_stream_unref(c->req); /* frees c through its free hook */
     } else {
-      rill_http_parser_free(c->p);
-      free(c);
+      cli_free(c);
     }
     return r;
   }
   c->refs = 2; /* the socket's close and the request stream */
   c->own_req = 1;
-  rill_stream_write_bytes(c->sock, head, hlen, NULL, NULL); /* goes out once connected */
-  free(head);
-  c->l.mask = RILL_EVBIT(RILL_EV_DATA) | RILL_EVBIT(RILL_EV_DRAIN) | RILL_EVBIT(RILL_EV_END) |
-              RILL_EVBIT(RILL_EV_ERROR) | RILL_EVBIT(RILL_EV_CLOSE);
-  c->l.cb = sock_event;
-  rill_stream_listen(c->sock, &c->l);
-  rill_stream_watch(c->sock, RILL_EV_ERROR, 1);
-  rill_stream_watch(c->sock, RILL_EV_DATA, 1);
   if (o->timeout_ms) {
     uv_timer_init(loop->uv, &c->timer);
     rill_handle_track(loop, &c->th, (uv_handle_t *)&c->timer, timer_closed);

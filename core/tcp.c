@@ -303,6 +303,16 @@ int rill_tcp_address(rill_stream_t *s, int remote, char *ip, size_t n, int *port
   return 0;
 }
 
+int rill_tcp_set_ref(rill_stream_t *s, int ref) {
+  rill_uvs_t *u = rill_uvs_of(s);
+  if (u == NULL || u->kind != RILL_UVS_TCP) return UV_EINVAL;
+  if (ref)
+    uv_ref(&u->u.handle);
+  else
+    uv_unref(&u->u.handle);
+  return 0;
+}
+
 int rill_tcp_reset(rill_stream_t *s) {
   rill_uvs_t *u = rill_uvs_of(s);
   if (u == NULL || u->kind != RILL_UVS_TCP) return UV_EINVAL;

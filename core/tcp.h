@@ -45,6 +45,9 @@ int rill_tcp_connect(rill_loop_t *loop, const char *host, int port, unsigned fla
 /* Fills ip (at least 46 bytes) and *port with the peer's (remote != 0) or our address.
  * 0, UV_EINVAL (not a TCP stream) or the getpeername error (ENOTCONN). */
 int rill_tcp_address(rill_stream_t *s, int remote, char *ip, size_t n, int *port);
+/* Whether the connection keeps the loop running (libuv's uv_ref/uv_unref): an idle pooled
+ * connection must not. 0, or UV_EINVAL when s is not a TCP stream. */
+int rill_tcp_set_ref(rill_stream_t *s, int ref);
 /* Resets the connection (RST instead of FIN: SO_LINGER 0), destroying the stream. */
 int rill_tcp_reset(rill_stream_t *s);
 

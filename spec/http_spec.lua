@@ -13,6 +13,8 @@ local CLEAN = "env -u LD_PRELOAD "
 --   /status/N     empty response with status N
 --   /headers      the request's method, path, version and headers, one per line
 --   /big/N        N KiB of "x" written in 16 KiB pieces
+--   /peer         the client's address and port (the same port: the same connection)
+--   /close        the same, with "Connection: close"
 --   /date         sets its own Date header
 --   /ignore       answers without reading the body
 --   /fail         the handler raises
@@ -46,6 +48,13 @@ local srv = assert(http.listen{port = 0, max_header_size = 2048, headers_timeout
     local piece = string.rep("x", 16384)
     for _ = 1, tonumber(path:match("%d+")) // 16 do res:write(piece) end
     res:close()
+  elseif path == "/peer" then
+    req:collect()
+    res:close(req.remote_address .. ":" .. req.remote_port)
+  elseif path == "/close" then
+    req:collect()
+    res:header("Connection", "close")
+    res:close(req.remote_address .. ":" .. req.remote_port)
   elseif path == "/date" then
     res:header("Date", "Thu, 01 Jan 1970 00:00:00 GMT")
     res:close("dated")
@@ -522,6 +531,149 @@ describe("rill.http client", function()
     end)
   end)
 
+  it("reuses an idle connection for the next request to the same host and port", function()
+    run(function()
+      local agent = http.agent()
+      local function peer(o)
+        o.url = url(o.path or "/peer")
+        o.agent = o.agent == nil and agent or o.agent
+        local r = assert(http.request(o))
+        assert.are.equal(200, r.status)
+        return tostring(r:collect())
+      end
+      local first = peer{}
+      assert.matches("^127%.0%.0%.1:%d+$", first)
+      assert.are.equal(1, agent:idle())
+      -- GET, POST with a body, a streamed body, HEAD: all on the first connection.
+      assert.are.equal(first, peer{})
+      assert.are.equal(first, peer{ method = "POST", body = "some body" })
+      assert.are.equal(first, peer{ method = "PUT", body = stream.from(string.rep("z", 100000)) })
+      local r = assert(http.request{ method = "HEAD", url = url("/len"), agent = agent })
+      r:collect()
+      assert.are.equal(first, peer{})
+      assert.are.equal(1, agent:idle())
+      -- Two at once need two connections; both go back to the pool.
+      local t1 = helper.rill.spawn(peer, {})
+      local t2 = helper.rill.spawn(peer, {})
+      local a, b = t1:join(), t2:join()
+      assert.are_not.equal(a, b)
+      assert.is_true(a == first or b == first)
+      assert.are.equal(2, agent:idle())
+      agent:close()
+      assert.are.equal(0, agent:idle())
+      local second = peer{}
+      assert.are_not.equal(first, second)
+      -- "Connection: close" from us: a connection of its own, not pooled.
+      local own = peer{ headers = { Connection = "close" } }
+      assert.are_not.equal(second, own)
+      assert.are.equal(1, agent:idle())
+      -- ...and from the server: the pooled connection is used once more, then dropped.
+      assert.are.equal(second, peer{ path = "/close" })
+      assert.are.equal(0, agent:idle())
+      -- agent = false: never pooled.
+      local lone = peer{ agent = false }
+      assert.are.equal(0, agent:idle())
+      assert.are_not.equal(lone, peer{ agent = false })
+      -- The default agent is used when none is named.
+      local d = http.default_agent()
+      d:close()
+      r = assert(http.request(url("/peer")))
+      r:collect()
+      assert.are.equal(1, d:idle())
+    end)
+  end)
+
+  it("closes idle connections after the idle timeout, or when the server closes them", function()
+    run(function()
+      local agent = http.agent{ idle_timeout = 150 }
+      local function peer()
+        local r = assert(http.request{ url = url("/peer"), agent = agent })
+        return tostring(r:collect())
+      end
+      local first = peer()
+      assert.are.equal(1, agent:idle())
+      helper.rill.sleep(400)
+      assert.are.equal(0, agent:idle())
+      assert.are_not.equal(first, peer())
+      -- The server's keepalive_timeout is 1000 ms: it closes first, and the agent notices.
+      agent = http.agent{ idle_timeout = 60000 }
+      first = peer()
+      assert.are.equal(1, agent:idle())
+      helper.rill.sleep(1400)
+      assert.are.equal(0, agent:idle())
+      assert.are_not.equal(first, peer())
+      agent:close()
+    end)
+  end)
+
+  it("does not keep the loop running for idle connections", function()
+    local code = "local http = require 'rill.http'\n" ..
+                 "local r = assert(http.request(" .. string.format("%q", url("/peer")) .. "))\n" ..
+                 "r:collect()\n" ..
+                 "assert(http.default_agent():idle() == 1)\n" ..
+                 "print('done')"
+    -- The idle timeout is 4 s: a connection that kept the loop alive would run into the 3 s limit.
+    local out = sh(CLEAN .. "timeout 3 " .. quote(helper.bin) .. " -e " .. quote(code) ..
+                   " 2>&1; echo status $?")
+    assert.are.equal("done\nstatus 0\n", out)
+  end)
+
+  it("sends an idempotent request again, once, when the server closed the reused connection",
+     function()
+    run(function()
+      -- Each connection answers one request, then closes on reading the next one: what a
+      -- server does when its keep-alive timeout strikes as the request arrives.
+      local conns = 0
+      local socks = {}
+      local srv = assert(net.listen{ port = 0, on_connection = function(sock)
+        conns = conns + 1
+        socks[#socks + 1] = sock
+        helper.rill.spawn(pcall, function() -- (destroyed at the end: a premature close)
+          local buf, served = "", 0
+          for chunk in sock:chunks() do
+            buf = buf .. tostring(chunk)
+            local e = buf:find("\r\n\r\n", 1, true)
+            local len = e and tonumber(buf:match("[Cc]ontent%-[Ll]ength: (%d+)")) or 0
+            if e and #buf >= e + 3 + len then
+              buf = buf:sub(e + 4 + len)
+              served = served + 1
+              if served == 2 then
+                sock:destroy()
+                return
+              end
+              sock:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            end
+          end
+        end)
+      end })
+      local agent = http.agent()
+      local u = "http://127.0.0.1:" .. srv.port .. "/"
+      local r = assert(http.request{ url = u, agent = agent })
+      assert.are.equal("ok", tostring(r:collect()))
+      assert.are.equal(1, conns)
+      -- GET on the pooled connection: the server closes it; sent again on a new one.
+      r = assert(http.request{ url = u, agent = agent })
+      assert.are.equal("ok", tostring(r:collect()))
+      assert.are.equal(2, conns)
+      -- POST is not idempotent: the failure is the caller's to see.
+      local err
+      r, err = http.request{ method = "POST", url = u, agent = agent, body = "x" }
+      assert.is_nil(r)
+      assert.are.equal("ECONNRESET", err.code)
+      assert.are.equal(2, conns)
+      -- A DELETE without a body is safe again.
+      r = assert(http.request{ url = u, agent = agent })
+      assert.are.equal("ok", tostring(r:collect()))
+      assert.are.equal(3, conns)
+      r = assert(http.request{ method = "DELETE", url = u, agent = agent })
+      assert.are.equal("ok", tostring(r:collect()))
+      assert.are.equal(4, conns)
+      agent:close()
+      for _, s in ipairs(socks) do s:destroy() end
+      srv:close()
+    end)
+  end)
+
   it("downloads from python3 -m http.server", function()
     local dir = os.tmpname()
     os.remove(dir)
@@ -535,8 +687,13 @@ describe("rill.http client", function()
     -- A free port: bind, read it, release it for python.
     local port = tonumber(sh(CLEAN .. "python3 -c 'import socket; s=socket.socket(); " ..
                              "s.bind((\"127.0.0.1\",0)); print(s.getsockname()[1])'"))
-    os.execute("(cd " .. quote(dir) .. " && exec " .. CLEAN .. "python3 -m http.server " .. port ..
-               " --bind 127.0.0.1 >/dev/null 2>&1) & echo $! >" .. quote(dir .. ".pid"))
+    -- Under strace when there is one, to count the connections the server accepts.
+    local have_strace = os.execute("command -v strace >/dev/null 2>&1")
+    local trace = dir .. ".trace"
+    local pre = have_strace and ("strace -f -qq -e trace=accept,accept4 -o " .. quote(trace) ..
+                                 " ") or ""
+    os.execute("(cd " .. quote(dir) .. " && exec " .. CLEAN .. pre .. "python3 -m http.server " ..
+               port .. " --bind 127.0.0.1 >/dev/null 2>&1) & echo $! >" .. quote(dir .. ".pid"))
     local pf = assert(io.open(dir .. ".pid"))
     local pid = pf:read("n")
     pf:close()
@@ -551,13 +708,32 @@ describe("rill.http client", function()
       assert.are.equal(200, r.status)
       assert.are.equal(tostring(#data), r.headers["content-length"])
       assert.is_true(tostring(r:collect()) == data)
-      r = assert(http.request("http://127.0.0.1:" .. port .. "/missing"))
-      assert.are.equal(404, r.status)
-      r:collect()
+      -- HTTP/1.0 answers without keep-alive: nothing goes back to the pool.
+      local agent = http.agent()
+      for _ = 1, 2 do
+        r = assert(http.request{ url = "http://127.0.0.1:" .. port .. "/missing", agent = agent })
+        assert.are.equal(404, r.status)
+        assert.are.equal("1.0", r.http_version)
+        r:collect()
+        assert.are.equal(0, agent:idle())
+      end
     end)
-    os.execute("kill " .. pid)
-    os.execute("rm -rf " .. quote(dir) .. " " .. quote(dir .. ".pid"))
+    -- Under strace, the server is strace's child: ending it ends strace (which ignores a
+    -- plain kill while it traces).
+    if have_strace then os.execute("pkill -P " .. pid) end
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    os.execute("sleep 0.1")
+    local accepted
+    if have_strace then
+      accepted = 0
+      for line in io.lines(trace) do
+        if line:match("accept4?%(.*%) = %d+$") then accepted = accepted + 1 end
+      end
+    end
+    os.execute("rm -rf " .. quote(dir) .. " " .. quote(dir .. ".pid") .. " " .. quote(trace))
     assert(ok, err)
+    -- One connection per request: three requests, three connections.
+    if accepted then assert.are.equal(3, accepted) end
   end)
 
   it("fails with ECONNREFUSED and ETIMEDOUT", function()

@@ -52,8 +52,27 @@ local function parse_url(url)
   return host, port, path
 end
 
+-- http.agent{idle_timeout = ms, max_idle = n} -> agent: keeps idle keep-alive connections per
+-- host and port for later requests (defaults: 4000 ms, 64). agent:idle() counts them,
+-- agent:close() closes them. Idle connections do not keep the loop running.
+function M.agent(o)
+  if o ~= nil and type(o) ~= "table" then error("bad argument #1 to 'agent' (table expected)", 2) end
+  o = o or {}
+  return core.agent(o.idle_timeout, o.max_idle)
+end
+
+local default_agent
+
+-- The agent requests use unless they name another (one per engine).
+function M.default_agent()
+  default_agent = default_agent or core.agent()
+  return default_agent
+end
+
 -- http.request{method = "GET", url, headers = {name = value}, body = string|buffer|readable,
--- timeout = ms} -> response, or nil, err. Waits (in a task) for the response head; the response
+-- timeout = ms, agent = agent|false} -> response, or nil, err. Connections are reused through
+-- the default agent (or the one given); agent = false, or a "Connection: close" header, gives
+-- the request a connection of its own. Waits (in a task) for the response head; the response
 -- is a readable of the body with status, reason, headers (lower-case names) and http_version.
 -- A readable body is sent chunked. Connection errors come back as err (ECONNREFUSED,
 -- ETIMEDOUT, ...); a body cut short fails the response stream instead of ending it early.
@@ -79,7 +98,13 @@ function M.request(o)
     list[#list + 1] = tostring(k)
     list[#list + 1] = tostring(v)
   end
-  local req, waiter = core.request(method, host, port, path, list, len, o.timeout or 0)
+  local agent = o.agent
+  if agent == nil then
+    agent = M.default_agent()
+  elseif agent == false then
+    agent = nil
+  end
+  local req, waiter = core.request(method, host, port, path, list, len, o.timeout or 0, agent)
   if not req then return nil, waiter end
   if len == -1 then
     body:pipe(req)

@@ -59,6 +59,7 @@ typedef struct {
 } job_t;
 
 static int requests;
+static int last_peer_port; /* the client port of the latest request */
 
 static void job_body_done(rill_err_t *err, void *arg) {
   job_t *j = arg;
@@ -80,6 +81,9 @@ static void job_body_done(rill_err_t *err, void *arg) {
 static void on_request(rill_http_server_t *s, rill_stream_t *req, rill_stream_t *res,
                        const rill_http_head_t *head, void *arg) {
   requests++;
+  char ip[64];
+  CHECK_INT(rill_http_peer(req, ip, sizeof ip, &last_peer_port), 0);
+  CHECK_STR(ip, "127.0.0.1");
   job_t *j = calloc(1, sizeof *j);
   j->res = res;
   snprintf(j->prefix, sizeof j->prefix, "%s %s:", head->method, head->path);
@@ -111,11 +115,13 @@ static void on_response(rill_stream_t *res, const rill_http_head_t *head, rill_e
   collect(res, &r->body);
 }
 
+static rill_http_agent_t *agent; /* requests go through it when set */
+
 static void request(const char *method, const char *path, const char *body, int64_t len, int port,
                     unsigned timeout, resp_t *r) {
   memset(r, 0, sizeof *r);
   const char *hdrs[] = {"X-Client", "c"};
-  rill_http_request_opts_t o = {method, "127.0.0.1", port, path, hdrs, 1, len, timeout};
+  rill_http_request_opts_t o = {method, "127.0.0.1", port, path, hdrs, 1, len, timeout, agent};
   rill_stream_t *req;
   CHECK_INT(rill_http_request(&L, &o, on_response, r, &req), 0);
   if (body) rill_stream_write_bytes(req, body, strlen(body), NULL, NULL);
@@ -156,7 +162,8 @@ static void test_round_trips(void) {
 static void test_client_errors(void) {
   CHECK_INT(rill_loop_init(&L, NULL), 0);
   resp_t r;
-  rill_http_request_opts_t bad = {"GET", "127.0.0.1", 80, "/a b", NULL, 0, RILL_HTTP_NO_BODY, 0};
+  rill_http_request_opts_t bad = {"GET", "127.0.0.1",       80, "/a b", NULL,
+                                  0,     RILL_HTTP_NO_BODY, 0,  NULL};
   rill_stream_t *req = NULL;
   CHECK_INT(rill_http_request(&L, &bad, on_response, &r, &req), UV_EINVAL);
   bad.path = "/";
@@ -201,8 +208,39 @@ static void test_client_timeout(void) {
   rill_slab_pool_trim();
 }
 
+/* Through an agent, one request after the other uses one connection; freeing the agent closes
+ * it. */
+static void test_agent_reuse(void) {
+  CHECK_INT(rill_loop_init(&L, NULL), 0);
+  rill_http_server_opts_t so = {"127.0.0.1", 0, 0, 0, 0};
+  CHECK_INT(rill_http_listen(&L, &so, on_request, NULL, &srv), 0);
+  int port = rill_http_server_port(srv);
+  rill_http_agent_opts_t ao = {0, 0};
+  CHECK_INT(rill_http_agent_new(&L, &ao, &agent), 0);
+  int ports[3];
+  for (int i = 0; i < 3; i++) {
+    resp_t r;
+    request(i == 1 ? "POST" : "GET", "/r", i == 1 ? "body" : NULL, i == 1 ? 4 : RILL_HTTP_NO_BODY,
+            port, 0, &r);
+    while (!r.body.done) rill_loop_run(&L, UV_RUN_ONCE);
+    CHECK_INT(r.status, 201);
+    ports[i] = last_peer_port;
+    CHECK_INT(rill_http_agent_idle(agent), 1);
+  }
+  CHECK_INT(ports[0], ports[1]);
+  CHECK_INT(ports[0], ports[2]);
+  rill_http_agent_free(agent);
+  agent = NULL;
+  rill_http_server_free(srv);
+  rill_loop_run(&L, UV_RUN_DEFAULT);
+  CHECK_INT(rill_loop_pending(&L), 0);
+  rill_loop_free(&L);
+  rill_slab_pool_trim();
+}
+
 int main(void) {
   RUN(test_round_trips);
+  RUN(test_agent_reuse);
   RUN(test_client_errors);
   RUN(test_client_timeout);
   fprintf(stderr, "test_http: all passed\n");
