@@ -2,12 +2,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -51,6 +53,10 @@ typedef struct repl_s {
   volatile sig_atomic_t int_pending; /* a SIGINT the loop has not handled yet */
   volatile sig_atomic_t int_state;   /* r->state when that SIGINT came */
   volatile sig_atomic_t hook_armed, hook_fired;
+  volatile sig_atomic_t int_now; /* the hook interrupts at once, not after GRACE_MS */
+  int64_t int_time;              /* when the first Ctrl-C not yet handled came (ms) */
+  unsigned eval_seq, late_seq;   /* evaluations started; the one late_interrupt looks at */
+  int late_queued;
   volatile sig_atomic_t echoed; /* the terminal echoed "^C" where our next output would go */
   struct sigaction old_int;
   /* libedit's line callback hands the line over through these */
@@ -139,18 +145,23 @@ static void guard(int fd, const struct iovec *iov, int cnt, void *arg) {
 
 /* ---- Ctrl-C ---- */
 
-/* Count hook armed by the SIGINT handler, as lua.c's lstop: the code running gets an error. */
-static void lstop(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  repl_t *r = the_repl;
-  lua_sethook(L, NULL, 0, 0);
-  if (r) {
-    lua_sethook(r->L, NULL, 0, 0);
-    if (r->thread) lua_sethook(r->thread, NULL, 0, 0);
-    r->hook_armed = 0;
-    r->hook_fired = 1;
-  }
-  luaL_error(L, "interrupted!");
+/* Ctrl-C reaches Lua code two ways. When the loop is free, the SIGINT handler only wakes it
+ * (async_cb), which clears the line or abandons the evaluation. When Lua code is running, the
+ * handler arms a hook, as lua.c's lstop does, in the threads that may be running it: the main
+ * thread (callbacks), the evaluation's task, and the task being resumed now (a pooled worker
+ * running a stream's Lua hook, say). While an evaluation runs, the hook interrupts at once. At
+ * the prompt the code running is someone else's (a timer, a transform): it is interrupted only
+ * if it keeps the loop from handling the Ctrl-C for GRACE_MS, so a Ctrl-C that clears a line
+ * does not hit a busy but healthy callback. A second Ctrl-C before the loop got to the first
+ * interrupts at once; a third ends the process (a long C call never reaches the hook). */
+
+#define GRACE_MS 250
+#define GRACE_COUNT 1000 /* instructions between looks at the clock */
+
+static int64_t now_ms(void) {
+  struct timespec ts; /* clock_gettime is async-signal-safe */
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void disarm(repl_t *r) {
@@ -158,28 +169,54 @@ static void disarm(repl_t *r) {
   r->hook_armed = 0;
   lua_sethook(r->L, NULL, 0, 0);
   if (r->thread) lua_sethook(r->thread, NULL, 0, 0);
+  /* The task armed at the Ctrl-C is left alone: it may be gone. Its hook sees it is disarmed
+   * and removes itself the next time it runs. */
+}
+
+static void lstop(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  repl_t *r = the_repl;
+  if (r == NULL || !r->hook_armed) {
+    lua_sethook(L, NULL, 0, 0); /* left over from a Ctrl-C handled since */
+    return;
+  }
+  if (!r->int_now && now_ms() - r->int_time < GRACE_MS) return;
+  lua_sethook(L, NULL, 0, 0);
+  disarm(r);
+  r->hook_fired = 1;
+  luaL_error(L, "interrupted!");
+}
+
+static void arm(repl_t *r, lua_State *L) {
+  if (L == NULL) return;
+  if (r->int_now)
+    lua_sethook(L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  else
+    lua_sethook(L, lstop, LUA_MASKCOUNT, GRACE_COUNT);
 }
 
 static void on_sigint(int signo) {
   repl_t *r = the_repl;
   (void)signo;
   if (r == NULL) return;
-  if (!r->int_pending) r->int_state = r->state;
+  int again = r->int_pending;
+  if (!again) r->int_state = r->state;
   if (r->state != S_READING && r->tty) {
     struct termios t; /* tcgetattr is async-signal-safe */
     if (tcgetattr(STDIN_FILENO, &t) == 0 && (t.c_lflag & (ECHO | ECHOCTL)) == (ECHO | ECHOCTL))
       r->echoed = 1;
   }
-  /* While code runs, or when the loop never got to the previous Ctrl-C (a callback spinning at
-   * the prompt), interrupt the Lua code itself. lua_sethook is safe here (lua.c relies on it);
-   * new threads inherit the main thread's hook. Like lua.c, a further Ctrl-C before the hook
-   * runs (a long C call) ends the process. */
-  if (r->state == S_RUNNING || r->int_pending) {
-    int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+  if (r->hook_armed && r->int_now) {
+    signal(SIGINT, SIG_DFL); /* the hook never ran: the next Ctrl-C ends the process */
+  } else {
+    r->int_now = r->state == S_RUNNING || again;
+    if (!again) r->int_time = now_ms();
     r->hook_armed = 1;
-    lua_sethook(r->L, lstop, mask, 1);
-    if (r->thread) lua_sethook(r->thread, lstop, mask, 1);
-    signal(SIGINT, SIG_DFL);
+    /* lua_sethook is safe in a signal handler (lua.c relies on it); new threads inherit the
+     * main thread's hook. */
+    arm(r, r->L);
+    arm(r, r->thread);
+    arm(r, r->ctx->task_now);
   }
   r->int_pending = 1;
   uv_async_send(&r->async);
@@ -348,6 +385,18 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
     plain_readable(r, status);
 }
 
+/* The evaluation interrupted by the hook is still running a turn later: it waits on
+ * something else, so it is abandoned as a waiting one is. */
+static void late_interrupt(void *arg) {
+  repl_t *r = the_repl; /* not arg: the REPL may have closed since this was queued */
+  (void)arg;
+  if (r == NULL) return;
+  r->late_queued = 0;
+  if (r->state != S_RUNNING || r->eval_seq != r->late_seq) return;
+  r->state = S_IDLE;
+  call_lua(r, r->fn_int, "running", 7);
+}
+
 static void async_cb(uv_async_t *a) {
   repl_t *r = RILL_CONTAINER_OF(a->data, repl_t, hasync);
   if (!r->int_pending) return;
@@ -357,7 +406,15 @@ static void async_cb(uv_async_t *a) {
   disarm(r);
   catch_sigint(r);
   const char *kind;
-  if (r->state == S_RUNNING) {
+  if (r->state == S_RUNNING && fired && !r->late_queued) {
+    /* The hook interrupted code the evaluation may be waiting on (a pipeline's Lua hook): give
+     * the failure this turn to reach the evaluation, which then reports it itself. */
+    r->late_seq = r->eval_seq;
+    r->late_queued = 1;
+    if (rill_loop_immediate(&r->ctx->loop, late_interrupt, NULL) == 0) return;
+    r->late_queued = 0;
+    kind = "running";
+  } else if (r->state == S_RUNNING) {
     kind = "running";
   } else if (was != S_RUNNING && !fired) {
     kind = "prompt";
@@ -693,6 +750,7 @@ static int l_running(lua_State *L) {
   r->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the thread alive while referenced */
   r->thread = L;
   r->state = S_RUNNING;
+  r->eval_seq++;
   return 0;
 }
 

@@ -25,6 +25,9 @@ typedef struct rill_ctx_s {
   int closing; /* the Lua state is closing: queued work must not call into Lua */
   int exit_code;
   int live_tasks;
+  /* The task being resumed now (the innermost), else NULL: the REPL's Ctrl-C handler arms its
+   * interrupt hook there, as code spinning in a pooled callback task runs nowhere else. */
+  lua_State *volatile task_now;
   lua_Integer tick_head, tick_tail; /* FIFO of Lua functions queued by rill.next_tick */
   lua_Integer imm_head, imm_tail;   /* FIFO of Lua functions queued by rill.immediate */
   int exit_hooks;                   /* registry ref of a table of C flushers run before exit */

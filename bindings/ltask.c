@@ -102,7 +102,10 @@ static void resume(task_t *t, int nargs) {
   lua_rawget(L, -2);
   lua_remove(L, -2);
   int ud = lua_gettop(L);
+  lua_State *outer = ctx->task_now;
+  ctx->task_now = T;
   int status = lua_resume(T, L, nargs, &nres);
+  ctx->task_now = outer;
   if (status == LUA_YIELD) {
     if (t->state == T_WAITING) {
       lua_settop(L, ud - 1);

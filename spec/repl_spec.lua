@@ -526,6 +526,90 @@ describe("the REPL in a terminal", function()
     assert.matches("%[tty sane%]", screen)
   end)
 
+  it("one Ctrl-C interrupts a timer callback spinning at the prompt", function()
+    t = Term.start()
+    local before = count_prompts(t:wait(function(s) return last_line(s) == ">" end, "the prompt"))
+    -- the callback may start before the prompt is drawn: wait for it, not for the prompt
+    t:send("kept = 5 rill.timeout(20, function() io.write('spin\\n') while true do end end)")
+    t:key("Enter")
+    t:wait(function(s) return last_line(s) == "spin" end, "the callback to spin")
+    t:key("C-c")
+    local s = t:wait(function(s)
+      return s:find("interrupted!", 1, true) ~= nil and count_prompts(s) > before
+    end, "the interruption and the prompt")
+    assert.matches("\ninterrupted!\nstack traceback:\n%s+stdin:1: in function <stdin:1>", s)
+    assert.equals("6", t:run("kept + 1"))
+    t:key("C-d")
+    assert.equals(0, (t:exit_status()))
+  end)
+
+  it("Ctrl-C at the prompt clears the line without interrupting a busy callback", function()
+    t = Term.start()
+    -- the loop spends most of its time in this callback, so the Ctrl-C comes while it runs
+    assert.equals("", t:run("n = 0 tk = rill.interval(1, function() n = n + 1 " ..
+      "for i = 1, 1e6 do end end)"))
+    t:send("abc")
+    t:wait(function(s) return last_line(s) == "> abc" end, "the typed text")
+    local before = count_prompts(t:screen())
+    t:key("C-c")
+    local s = t:wait_prompt(before)
+    assert.matches("\n> abc%^C\n>$", s)
+    assert.not_matches("interrupted", s)
+    assert.equals("", t:run("seen = n"))
+    assert.equals("true", t:run("rill.sleep(100) return n > seen"))
+    assert.equals("", t:run("tk:stop()"))
+  end)
+
+  it("one Ctrl-C interrupts a stream's Lua hook spinning in a pooled task; other streams go on", function()
+    t = Term.start()
+    assert.equals("", t:run("spin = rill.stream.transform{ transform = function(self, c, push) " ..
+      "io.write('spin\\n') while true do end end }"))
+    assert.equals("", t:run("local _ = spin:on('error', function(_, e) print('spin failed: ' .. tostring(e)) end)"))
+    assert.equals("", t:run("echo = rill.stream.transform{ transform = function(self, c, push) " ..
+      "push(c) end }"))
+    t:send("spin:write('x')")
+    t:key("Enter")
+    t:wait(function(s) return last_line(s) == "spin" end, "the hook to spin")
+    local before = count_prompts(t:screen())
+    t:key("C-c")
+    local s = t:wait(function(s)
+      return s:find("spin failed", 1, true) ~= nil and count_prompts(s) > before
+    end, "the stream's failure and the prompt")
+    assert.matches("spin failed: [^\n]*interrupted!", s)
+    assert.equals("true", t:run("spin.destroyed"))
+    assert.equals('"y"', t:run("echo:write('y') return echo:read():tostring()"))
+    -- the engine still runs Lua hooks in pooled tasks
+    assert.equals('"Z"', t:run("local u = rill.stream.transform{ transform = function(self, c, push) " ..
+      "push(c:tostring():upper()) end } u:write('z') return u:read():tostring()"))
+  end)
+
+  it("one Ctrl-C interrupts an evaluation waiting on a pipeline whose Lua hook spins", function()
+    t = Term.start()
+    local before = count_prompts(t:wait(function(s) return last_line(s) == ">" end, "the prompt"))
+    t:send("local spin = rill.stream.transform{ transform = function(self, c, push) " ..
+      "io.write('spin\\n') while true do end end } " ..
+      "return rill.stream.pipeline(rill.stream.from{'a'}, spin, " ..
+      "rill.stream.writable{ write = function(_, _, done) done() end })")
+    t:key("Enter")
+    t:wait(function(s) return last_line(s) == "spin" end, "the hook to spin")
+    t:key("C-c")
+    local s = t:wait_prompt(before)
+    -- the pipeline fails with the interruption, and the evaluation shows it
+    assert.matches('\n%^C\nnil%s+"interrupted!\\nstack traceback:', s)
+    assert.equals("3", t:run("1 + 2"))
+
+    -- the code interrupted is not what the evaluation waits on: it is abandoned as well
+    before = count_prompts(t:screen())
+    t:send("rill.timeout(20, function() io.write('spin\\n') while true do end end) rill.sleep(1e6)")
+    t:key("Enter")
+    t:wait(function(s) return last_line(s) == "spin" end, "the callback to spin")
+    t:key("C-c")
+    s = t:wait_prompt(before)
+    assert.matches("\ninterrupted!\nstack traceback:\n", s)
+    assert.matches("\ninterrupted! %(the task goes on waiting in the background", s)
+    assert.equals("4", t:run("2 + 2"))
+  end)
+
   it("keeps timers firing while a line is typed, redrawing the line (case 99)", function()
     t = Term.start()
     local out = t:run('n = 0 tk = rill.interval(30, function() n = n + 1 print("tick " .. n) end)')
