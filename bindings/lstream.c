@@ -1100,7 +1100,6 @@ static int l_pipe(lua_State *L) {
   int end = lua_isnone(L, 3) ? 1 : lua_toboolean(L, 3);
   luaL_argcheck(L, rill_stream_flags(r->s) & RILL_STREAM_READABLE, 1, "stream is not readable");
   luaL_argcheck(L, rill_stream_flags(w->s) & RILL_STREAM_WRITABLE, 2, "stream is not writable");
-  luaL_argcheck(L, r != w, 2, "cannot pipe a stream into itself");
   ENTER(r->B, L);
   int rc = rill_stream_pipe(r->s, w->s, end);
   LEAVE(r->B);

@@ -163,7 +163,9 @@ static void end_late(rill_stream_t *src, void *arg) {
 }
 
 int rill_stream_pipe(rill_stream_t *src, rill_stream_t *dst, int end) {
-  if (src == dst || !(rill_stream_flags(src) & RILL_STREAM_READABLE) ||
+  /* src == dst is allowed, as in Node: a duplex piped into itself (a TCP echo, sock:pipe(sock))
+   * has its pipe in both of the stream's lists and two listeners on it. */
+  if (!(rill_stream_flags(src) & RILL_STREAM_READABLE) ||
       !(rill_stream_flags(dst) & RILL_STREAM_WRITABLE))
     return UV_EINVAL;
   /* The native fast path (core/splice.h): a file into a file or socket moves in the kernel. */

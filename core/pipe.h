@@ -12,8 +12,8 @@
 typedef struct rill_pipe_s rill_pipe_t;
 
 /* Pipes src into dst. The pipe holds a reference on both until it is undone. 0, or UV_EINVAL
- * (src has no readable side, dst no writable side, or src == dst). Piping a stream that has
- * already closed does nothing. */
+ * (src has no readable side, dst no writable side). src may be dst (a duplex into itself, such
+ * as a TCP echo). Piping a stream that has already closed does nothing. */
 int rill_stream_pipe(rill_stream_t *src, rill_stream_t *dst, int end);
 /* The pipe itself, without the native fast path (core/splice.c falls back to it). */
 int rill__pipe_plain(rill_stream_t *src, rill_stream_t *dst, int end);

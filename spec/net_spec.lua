@@ -289,6 +289,44 @@ describe("rill.net", function()
     assert.are.equal("refused ok\n", out)
   end)
 
+  it("echoes through sock:pipe(sock): a duplex piped into itself, with backpressure", function()
+    run(function()
+      local piped, unpiped, drained = 0, 0, 0
+      local srv = assert(net.listen {
+        port = 0,
+        on_connection = function(sock)
+          sock:on("drain", function() drained = drained + 1 end) -- the echo had to wait
+          sock:on("pipe", function(src) if src == sock then piped = piped + 1 end end)
+          sock:on("unpipe", function(src) if src == sock then unpiped = unpiped + 1 end end)
+          assert.are.equal(sock, sock:pipe(sock))
+        end,
+      })
+      local function exchange(size, pause_ms)
+        local sock = assert(net.connect("127.0.0.1", srv.port))
+        local payload = {}
+        for i = 1, size // 64 do payload[i] = ("%063d\n"):format(i) end
+        payload = table.concat(payload)
+        -- With a late reader the echo fills up: the server must stop reading until we drain.
+        local reader = rill.spawn(function()
+          if pause_ms then rill.sleep(pause_ms) end
+          return collect(sock)
+        end)
+        for k = 1, #payload, 65536 do sock:write(payload:sub(k, k + 65535)) end
+        sock:close() -- our end: the echo ends its side after the last byte
+        return reader:join() == payload
+      end
+      assert.is_true(exchange(64))
+      assert.is_true(exchange(32 * 1024 * 1024, 200))
+      assert.is_true(drained > 0)
+      local many = {}
+      for i = 1, 10 do many[i] = rill.spawn(exchange, 256 * 1024 + i * 64) end
+      for i = 1, 10 do assert.is_true(many[i]:join()) end
+      srv:close()
+      assert.are.equal(12, piped)
+      assert.are.equal(12, unpiped)
+    end)
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() net.listen() end)
     assert.has_error(function() net.listen { port = 1 } end)
