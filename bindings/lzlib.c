@@ -1,5 +1,7 @@
 /* bindings/lzlib.c: rill.zlib: gzip, gunzip, deflate and inflate as native duplex streams. */
 #include "lrill.h"
+#include "pgzip.h"
+#include "workers.h"
 #include "zlib_stream.h"
 
 /* Reads the optional options table at index 1: {level = 0..9 (compression only),
@@ -40,8 +42,24 @@ static int make(lua_State *L, rill_zlib_mode_t mode, const char *fname) {
   return 1;
 }
 
+/* gzip([{level, threads}]): with threads (0: one per core) blocks are compressed on worker
+ * threads (core/pgzip.h); without, by one zlib stream on the loop thread. */
 static int z_gzip(lua_State *L) {
-  return make(L, RILL_ZLIB_GZIP, "gzip");
+  if (!lua_istable(L, 1) || lua_getfield(L, 1, "threads") == LUA_TNIL)
+    return make(L, RILL_ZLIB_GZIP, "gzip");
+  int isint;
+  lua_Integer n = lua_tointegerx(L, -1, &isint);
+  if (!isint || n < 0 || n > RILL_WORKERS_MAX)
+    luaL_error(L, "bad argument #1 to 'gzip' (threads must be an integer from 0 to %d)",
+               RILL_WORKERS_MAX);
+  lua_pop(L, 1);
+  rill_zlib_opts_t o = {RILL_ZLIB_GZIP, -1, 0};
+  check_opts(L, &o, "gzip");
+  rill_stream_t *s;
+  int r = rill_pgzip_new(&rill__ctx(L)->loop, o.level, (unsigned)n, &s);
+  if (r) return rill__raise(L, r, "gzip");
+  rill__pushstream(L, s);
+  return 1;
 }
 
 static int z_gunzip(lua_State *L) {
@@ -59,6 +77,12 @@ static int z_inflate(lua_State *L) {
 /* Bytes consumed and produced so far by a zlib stream: z.stats(s) -> bytes_in, bytes_out. */
 static int z_stats(lua_State *L) {
   rill_stream_t *s = rill__checkstream(L, 1);
+  uint64_t in, out;
+  if (rill_pgzip_stats(s, &in, &out)) {
+    lua_pushinteger(L, (lua_Integer)in);
+    lua_pushinteger(L, (lua_Integer)out);
+    return 2;
+  }
   const rill_zlib_t *z = rill_zlib_stream_engine(s);
   luaL_argexpected(L, z != NULL, 1, "zlib stream");
   lua_pushinteger(L, (lua_Integer)z->bytes_in);
@@ -67,6 +91,7 @@ static int z_stats(lua_State *L) {
 }
 
 int rill__open_zlib(lua_State *L) {
+  rill__require_streams(L);
   static const luaL_Reg fns[] = {
       {"gzip", z_gzip},       {"gunzip", z_gunzip}, {"deflate", z_deflate},
       {"inflate", z_inflate}, {"stats", z_stats},   {NULL, NULL},
