@@ -1,5 +1,6 @@
 /* bindings/lstdio.c: rill.stdio: rill.stdin, rill.stdout and rill.stderr as streams, created on
  * first use, flushed at exit; EPIPE on stdout ends the process quietly with status 0. */
+#include <stdio.h>
 #include <string.h>
 
 #include "lrill.h"
@@ -58,6 +59,34 @@ static int state_gc(lua_State *L) {
   return 0;
 }
 
+/* print(...) once rill.stdout exists: what the stream still holds goes out first (blocking, as
+ * Lua's print itself blocks), then Lua's print writes and flushes C stdio; so print and
+ * rill.stdout:write reach fd 1 in program order, whatever fd 1 is. */
+static int l_print(lua_State *L) {
+  stdio_state_t *st = lua_touserdata(L, lua_upvalueindex(1));
+  if (st->s[1]) (void)rill_stdio_flush(st->s[1]); /* a failure is the stream's own error */
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
+/* Routes the global print through l_print when it is the C print of the base library (a
+ * print the script or the REPL set is theirs: left alone). C stdio's own buffer (io.write)
+ * goes out before the stream's first byte. */
+static void order_print(lua_State *L, int state_idx) {
+  fflush(stdout);
+  lua_getglobal(L, "print");
+  if (!lua_iscfunction(L, -1) || lua_tocfunction(L, -1) == l_print) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, state_idx);
+  lua_insert(L, -2);
+  lua_pushcclosure(L, l_print, 2);
+  lua_setglobal(L, "print");
+}
+
 /* stdio.<name>: the stream over fd 0, 1 or 2, made once. */
 static int l_index(lua_State *L) {
   int fd = luaL_checkoption(L, 2, NULL, names);
@@ -72,7 +101,10 @@ static int l_index(lua_State *L) {
     l->mask = RILL_EVBIT(RILL_EV_ERROR);
     l->cb = fd == 1 ? on_stdout_error : ignore_error;
     rill_stream_listen(s, l);
-    if (fd == 1) rill_stdio_on_error(s, on_write_error, st);
+    if (fd == 1) {
+      rill_stdio_on_error(s, on_write_error, st);
+      order_print(L, lua_upvalueindex(1));
+    }
   }
   rill__pushstream(L, s);
   lua_pushvalue(L, -1);

@@ -86,6 +86,66 @@ describe("rill.stdout", function()
     assert.are.equal("done\n", out)
   end)
 
+  -- print goes through C stdio, rill.stdout through its own writer: both reach fd 1 in the
+  -- order the program wrote them, to a file and to a pipe, large writes and timers included.
+  local interleaved = [[
+    io.write("io.write first\n") -- C stdio's buffer goes out when rill.stdout opens
+    local big = string.rep("b", 300000) .. "\n"
+    for i = 1, 3 do
+      rill.stdout:write("w" .. i .. "\n")
+      print("p" .. i)
+      rill.stdout:write(big)
+      print("q" .. i, i)
+    end
+    rill.timeout(1, function()
+      rill.stdout:write("timer write\n")
+      print("timer print")
+    end)
+  ]]
+  local function expected()
+    local want = { "io.write first\n" }
+    for i = 1, 3 do
+      want[#want + 1] = "w" .. i .. "\np" .. i .. "\n" .. string.rep("b", 300000) .. "\nq" .. i
+        .. "\t" .. i .. "\n"
+    end
+    want[#want + 1] = "timer write\ntimer print\n"
+    return table.concat(want)
+  end
+
+  it("and print keep program order when stdout is a file", function()
+    local out, err, status = helper.cli({ "-e", interleaved })
+    assert.are.equal(0, status)
+    assert.are.equal("", err)
+    assert.is_true(out == expected())
+  end)
+
+  it("and print keep program order when stdout is a pipe", function()
+    local out, status = sh(rill_e(interleaved) .. " | cat; exit ${PIPESTATUS[0]}")
+    assert.are.equal(0, status)
+    assert.is_true(out == expected())
+  end)
+
+  it("leaves a print the script set alone; print's errors still raise", function()
+    local out, err, status = helper.cli({ "-e", [[
+      local n = 0
+      print = function(...) n = n + 1; io.write("mine ", ..., "\n") end
+      rill.stdout:write("w\n")
+      print("x")
+      rill.stdout:write("calls " .. n .. "\n")
+    ]] })
+    assert.are.equal(0, status)
+    assert.are.equal("", err)
+    assert.matches("mine x\n", out, 1, true)
+    assert.matches("calls 1\n", out, 1, true)
+    out, err, status = helper.cli({ "-e", [[
+      rill.stdout:write("w\n")
+      print(setmetatable({}, { __tostring = function() error("no string for you") end }))
+    ]] })
+    assert.are.equal(1, status)
+    assert.are.equal("w\n", out)
+    assert.matches("no string for you", err, 1, true)
+  end)
+
   it("stderr is a stream too", function()
     local out, err, status = helper.cli({ "-e", 'rill.stderr:write("to stderr\\n")' })
     assert.are.equal(0, status)
