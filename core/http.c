@@ -8,6 +8,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "splice.h"
 #include "tcp.h"
 
 typedef struct conn_s conn_t;
@@ -57,6 +58,8 @@ struct exch_s {
   char *hbuf; /* response header lines set so far */
   size_t hlen, hcap;
   int has_len, conn_close, chunked, head_sent, write_wait, has_date;
+  int64_t content_length; /* the Content-Length header's value; -1 when absent or unreadable */
+  int64_t body_bytes;     /* written so far */
 };
 
 static const rill_stream_impl_t req_impl, res_impl;
@@ -352,6 +355,7 @@ static int on_head(void *ud, const rill_http_head_t *h) {
   exch_t *ex = calloc(1, sizeof *ex);
   if (ex == NULL) return UV_ENOMEM;
   ex->status = 200;
+  ex->content_length = -1;
   ex->head_only = strcmp(h->method, "HEAD") == 0;
   ex->keep_alive = h->keep_alive;
   ex->minor = h->version_minor;
@@ -568,8 +572,10 @@ static const rill_stream_impl_t req_impl = {
 
 /* ---- response stream ---- */
 
-static int send_head(exch_t *ex, int ending) {
-  conn_t *c = ex->c;
+/* Settles the framing and lays the head out in buf (small: a stack buffer of n bytes) or a new
+ * allocation; *out gets the head, *len its length. 0 or UV_ENOMEM. */
+static int build_head(exch_t *ex, int ending, char *small, size_t n_small, char **out,
+                      size_t *len) {
   ex->head_sent = 1;
   if (!ex->has_len && !ex->chunked) {
     if (ending) {
@@ -585,7 +591,6 @@ static int send_head(exch_t *ex, int ending) {
     }
   }
   if (ex->conn_close) ex->keep_alive = 0;
-  /* One write for the whole head: one slab and one iovec, not one per line. */
   char line[128];
   int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", ex->status, reason_of(ex->status));
   const char *conn = "";
@@ -597,15 +602,25 @@ static int send_head(exch_t *ex, int ending) {
   }
   const char *date = ex->has_date ? "" : date_line();
   size_t cl = strlen(conn), dl = strlen(date), total = (size_t)n + dl + ex->hlen + cl + 2;
-  char small[1024];
-  char *h = total <= sizeof small ? small : malloc(total);
+  char *h = small && total <= n_small ? small : malloc(total);
   if (h == NULL) return UV_ENOMEM;
   memcpy(h, line, (size_t)n);
   memcpy(h + n, date, dl);
   if (ex->hlen) memcpy(h + n + dl, ex->hbuf, ex->hlen);
   memcpy(h + (size_t)n + dl + ex->hlen, conn, cl);
   memcpy(h + total - 2, "\r\n", 2);
-  int r = sock_write(c, h, total);
+  *out = h;
+  *len = total;
+  return 0;
+}
+
+static int send_head(exch_t *ex, int ending) {
+  /* One write for the whole head: one slab and one iovec, not one per line. */
+  char small[1024], *h;
+  size_t len;
+  int r = build_head(ex, ending, small, sizeof small, &h, &len);
+  if (r) return r;
+  r = sock_write(ex->c, h, len);
   if (h != small) free(h);
   return r;
 }
@@ -624,6 +639,7 @@ static void res_write(rill_stream_t *s, const rill_chunk_t *chunk) {
     rill_stream_write_done(s, NULL);
     return;
   }
+  ex->body_bytes += (int64_t)chunk->view.len;
   if (ex->chunked) {
     char line[32];
     int n = snprintf(line, sizeof line, "%zx\r\n", chunk->view.len);
@@ -713,7 +729,12 @@ int rill_http_res_header(rill_stream_t *res, const char *name, const char *value
     ex->hlen = old;
     return UV_ENOMEM;
   }
-  if (strcasecmp(name, "content-length") == 0) ex->has_len = 1;
+  if (strcasecmp(name, "content-length") == 0) {
+    char *end;
+    long long n = strtoll(value, &end, 10);
+    ex->content_length = !ex->has_len && end != value && *end == 0 && n >= 0 ? n : -1;
+    ex->has_len = 1;
+  }
   if (strcasecmp(name, "transfer-encoding") == 0 && strcasecmp(value, "chunked") == 0)
     ex->chunked = 1;
   if (strcasecmp(name, "connection") == 0 && strcasecmp(value, "close") == 0) ex->conn_close = 1;
@@ -734,6 +755,35 @@ int rill_http_res_head_sent(const rill_stream_t *res) {
   return ex ? ex->head_sent : 0;
 }
 
+/* ---- the native fast path (core/splice.h): a file piped into a response ---- */
+
+/* The socket of a response that may take a file through sendfile now: a known length (so the
+ * end of the copy is the end of the body, no chunk framing), a body that will be sent (not
+ * HEAD), nothing written to it yet, and a live connection. */
+static rill_stream_t *sink_socket(rill_stream_t *res) {
+  exch_t *ex = res_exch(res);
+  if (ex == NULL || ex->c == NULL || ex->c->dead || !ex->has_len || ex->content_length < 0 ||
+      ex->chunked || ex->head_only || ex->body_bytes || ex->write_wait ||
+      (rill_stream_state(ex->c->sock) & (RILL_SS_DESTROYED | RILL_SS_ENDING)))
+    return NULL;
+  return ex->c->sock;
+}
+
+static int sink_begin(rill_stream_t *res, rill_splice_sink_t *out) {
+  exch_t *ex = res_exch(res);
+  out->prefix = NULL;
+  out->prefix_len = 0;
+  if (!ex->head_sent && build_head(ex, 0, NULL, 0, &out->prefix, &out->prefix_len) != 0) {
+    ex->head_sent = 0; /* nothing changed: the plain pipe sends it */
+    return 0;
+  }
+  out->max = ex->content_length;
+  ex->body_bytes = ex->content_length; /* what the copy is to send */
+  return 1;
+}
+
+static const rill_splice_sink_ops_t sink_ops = {sink_socket, sink_begin};
+
 /* ---- server ---- */
 
 int rill_http_listen(rill_loop_t *loop, const rill_http_server_opts_t *o, rill_http_request_cb cb,
@@ -747,6 +797,7 @@ int rill_http_listen(rill_loop_t *loop, const rill_http_server_opts_t *o, rill_h
   srv->max_head = o->max_header_size;
   srv->headers_ms = o->headers_timeout_ms ? o->headers_timeout_ms : 60000;
   srv->keepalive_ms = o->keepalive_timeout_ms ? o->keepalive_timeout_ms : 5000;
+  rill__splice_add_sink(&sink_ops);
   /* Half-open: a client that half-closes after its request still gets the response. */
   int r = rill_tcp_listen(loop, o->host, o->port, 511, RILL_TCP_HALF_OPEN, on_connection, srv,
                           &srv->tcp);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,11 +27,36 @@
 
 static atomic_ulong copies;
 
+#define MAX_SINKS 4
+static const rill_splice_sink_ops_t *_Atomic sinks[MAX_SINKS];
+
+void rill__splice_add_sink(const rill_splice_sink_ops_t *ops) {
+  for (int i = 0; i < MAX_SINKS; i++) {
+    const rill_splice_sink_ops_t *expected = NULL;
+    if (atomic_load(&sinks[i]) == ops ||
+        atomic_compare_exchange_strong(&sinks[i], &expected, ops) || expected == ops)
+      return;
+  }
+}
+
+/* The sink dst belongs to and its socket, or NULL. */
+static const rill_splice_sink_ops_t *sink_of(rill_stream_t *dst, rill_stream_t **sock) {
+  for (int i = 0; i < MAX_SINKS; i++) {
+    const rill_splice_sink_ops_t *ops = atomic_load(&sinks[i]);
+    if (ops == NULL) break;
+    if ((*sock = ops->socket_of(dst)) != NULL) return ops;
+  }
+  return NULL;
+}
+
 typedef struct {
   rill_stream_t *src, *dst;
   int end;
-  rill_uvs_t *dst_uvs; /* the destination's adapter, or NULL for a file writer */
-  int opened;          /* streams whose open has been waited for */
+  rill_uvs_t *dst_uvs;                /* the destination's adapter, or NULL for a file writer */
+  const rill_splice_sink_ops_t *sink; /* dst lends the socket of dst_uvs (a reference) */
+  char *prefix;                       /* sent before the file's bytes (sinks) */
+  size_t prefix_len;
+  int opened; /* streams whose open has been waited for */
   uv_work_t work;
   uv_timer_t token; /* engine teardown closes it: then the job cancels */
   rill_handle_t th;
@@ -56,9 +82,15 @@ static int disabled(void) {
   return e && *e && strcmp(e, "0") != 0;
 }
 
+static void job_free(job_t *j) {
+  if (j->sink) rill_stream_unref(j->dst_uvs->s);
+  free(j->prefix);
+  free(j);
+}
+
 static void job_unref(job_t *j) {
   if (--j->refs > 0) return;
-  free(j);
+  job_free(j);
 }
 
 static void token_closed(rill_handle_t *h) {
@@ -137,9 +169,34 @@ static void copy_loop(job_t *j) {
   free(buf);
 }
 
+/* The sink's prefix (a response head): marked MSG_MORE when file bytes follow, so that head
+ * and body leave in the same segments. 0, or 1 when canceled or failed. */
+static int send_prefix(job_t *j) {
+  size_t done = 0;
+  int more = j->stop < 0 || j->stop > j->off ? MSG_MORE : 0;
+  while (done < j->prefix_len) {
+    if (atomic_load(&j->cancel)) return 1;
+    ssize_t k = send(j->out, j->prefix + done, j->prefix_len - done, more | MSG_NOSIGNAL);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (wait_writable(j)) return 1;
+        continue;
+      }
+      j->err = -errno;
+      j->err_write = 1;
+      j->syscall = "write";
+      return 1;
+    }
+    done += (size_t)k;
+  }
+  return 0;
+}
+
 static void work_cb(uv_work_t *req) {
   job_t *j = RILL_CONTAINER_OF(req, job_t, work);
   int use_cfr = j->out_regular, use_sendfile = 1;
+  if (j->prefix_len && send_prefix(j)) return;
   while (!atomic_load(&j->cancel)) {
     size_t n = step_size(j);
     if (n == 0) {
@@ -232,8 +289,11 @@ static void start(job_t *j) {
   int ok = rill__file_reader_info(src, &in) && in.regular && rill__stream_data_watchers(src) == 0 &&
            rill_stream_pipe_count(src) == 0 &&
            !(rill_stream_state(dst) & (RILL_SS_DESTROYED | RILL_SS_ENDING));
+  rill_splice_sink_t si = {NULL, 0, -1};
   if (ok && j->dst_uvs) {
     ok = rill__uvs_fd_info(j->dst_uvs, &out_fd, 1);
+    /* Last: a sink that says yes has committed (its head is in the prefix). */
+    if (ok && j->sink) ok = j->sink->socket_of(dst) == j->dst_uvs->s && j->sink->begin(dst, &si);
   } else if (ok) {
     rill_file_info_t o;
     ok = rill__file_writer_info(dst, &o);
@@ -246,7 +306,7 @@ static void start(job_t *j) {
     rill__pipe_plain(src, dst, j->end);
     rill_stream_unref(src);
     rill_stream_unref(dst);
-    free(j);
+    job_free(j);
     return;
   }
   rill_loop_t *loop = rill_stream_loop(src);
@@ -255,6 +315,9 @@ static void start(job_t *j) {
   j->out_regular = out_regular;
   j->off = in.offset;
   j->stop = in.end;
+  j->prefix = si.prefix;
+  j->prefix_len = si.prefix_len;
+  if (si.max >= 0 && (j->stop < 0 || j->stop - j->off > si.max)) j->stop = j->off + si.max;
   j->refs = 2;
   rill__file_lend(src, cancel_cb, j);
   if (j->dst_uvs) {
@@ -295,7 +358,13 @@ static void ready_cb(rill_uvs_t *u, void *arg) {
 int rill__splice_try(rill_stream_t *src, rill_stream_t *dst, int end) {
   if (disabled() || !rill__file_is_reader(src)) return 0;
   rill_uvs_t *du = rill_uvs_of(dst);
-  if (du == NULL && !rill__file_is_writer(dst)) return 0;
+  const rill_splice_sink_ops_t *sink = NULL;
+  if (du == NULL && !rill__file_is_writer(dst)) {
+    rill_stream_t *sock = NULL;
+    sink = sink_of(dst, &sock);
+    du = sock ? rill_uvs_of(sock) : NULL;
+    if (du == NULL || du->kind != RILL_UVS_TCP) return 0;
+  }
   if (du && du->kind == RILL_UVS_TTY) return 0;
   /* One job per stream: another copy (or its wait) already holds one of them. */
   if (rill__file_claimed(src) || (du ? rill__uvs_claimed(du) : rill__file_claimed(dst))) return 0;
@@ -311,6 +380,8 @@ int rill__splice_try(rill_stream_t *src, rill_stream_t *dst, int end) {
   j->dst = dst;
   j->end = end;
   j->dst_uvs = du;
+  j->sink = sink;
+  if (sink) rill_stream_ref(du->s);
   rill_stream_ref(src);
   rill_stream_ref(dst);
   /* Wait for the source's open and the destination's open or connection (each callback runs

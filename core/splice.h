@@ -23,6 +23,27 @@
  *
  * RILL_NO_FASTPATH=1 in the environment turns the fast path off (for measurements and tests). */
 
+/* Destinations that end in a TCP socket without being one (an HTTP response with a known
+ * length, core/http.c) lend their socket to the fast path through these hooks, registered once
+ * with rill__splice_add_sink. */
+typedef struct {
+  char *prefix;      /* bytes to send before the file's (malloc'd; the fast path frees it) */
+  size_t prefix_len; /* or NULL, 0 */
+  int64_t max;       /* bytes the destination takes at most (-1: no limit) */
+} rill_splice_sink_t;
+
+typedef struct {
+  /* The socket behind dst (borrowed) when dst is one of the sink's streams and could take the
+   * copy now, else NULL. No side effects. */
+  rill_stream_t *(*socket_of)(rill_stream_t *dst);
+  /* Both ends are open and the socket is idle: 1 and *out filled when dst commits to the copy
+   * (its head, if any, becomes the prefix), 0 for the plain pipe (nothing changed). */
+  int (*begin)(rill_stream_t *dst, rill_splice_sink_t *out);
+} rill_splice_sink_ops_t;
+
+/* Registers a sink (idempotent; a handful at most, static storage). */
+void rill__splice_add_sink(const rill_splice_sink_ops_t *ops);
+
 /* Takes the pipe src -> dst if the fast path may apply (1), else 0 (nothing happened: pipe the
  * plain way). */
 int rill__splice_try(rill_stream_t *src, rill_stream_t *dst, int end);

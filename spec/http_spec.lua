@@ -793,3 +793,176 @@ describe("rill.http client", function()
     assert.has_error(function() http.listen("x") end)
   end)
 end)
+
+describe("rill.http server sending files", function()
+  -- A file piped straight into a response with a length goes out with sendfile: watched with
+  -- strace (the system calls of the server process), with RILL_NO_FASTPATH=1 as the control.
+  local FILE_SERVER = [[
+local http, fs, stream = require "rill.http", rill.fs, rill.stream
+local file = rill.argv[2]
+local size = fs.stat(file).size
+local srv = assert(http.listen{ port = 0, handler = function(req, res)
+  local p = req.path
+  if p == "/pipe" then
+    res:header("Content-Length", size)
+    fs.reader(file):pipe(res)
+  elseif p == "/pipeline" then
+    res:header("Content-Length", size)
+    assert(stream.pipeline(fs.reader(file), res))
+  elseif p == "/range" then -- bytes 1001..3000
+    res:header("Content-Length", 2000)
+    fs.reader(file, { start = 1001, stop = 3000 }):pipe(res)
+  elseif p == "/short" then -- a length below the file's: no more than that is sent
+    res:header("Content-Length", 100)
+    fs.reader(file):pipe(res)
+  elseif p == "/chunked" then -- no length: chunks, through the plain pipe
+    fs.reader(file):pipe(res)
+  else
+    res:status(404)
+    res:close()
+  end
+end })
+local f = assert(io.open(rill.argv[1], "w"))
+f:write(srv.port)
+f:close()
+]]
+
+  local dir, data, script
+  local have_strace = os.execute("command -v strace >/dev/null 2>&1")
+
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. quote(dir))
+    local parts = {}
+    for i = 1, 40000 do parts[i] = ("%08d some line of text\n"):format(i) end
+    data = table.concat(parts) -- about 1.1 MB
+    local f = assert(io.open(dir .. "/data.txt", "wb"))
+    f:write(data)
+    f:close()
+    script = dir .. "/server.lua"
+    f = assert(io.open(script, "w"))
+    f:write(FILE_SERVER)
+    f:close()
+  end)
+
+  teardown(function()
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
+  -- Runs the server (under strace when trace is set, with env before it), calls fn(port), then
+  -- stops the server; returns the system calls strace saw (sendfile and writes), one per line.
+  local function with_server(env, trace, fn)
+    local portfile = dir .. "/port"
+    os.remove(portfile)
+    local tfile = dir .. "/trace"
+    os.remove(tfile)
+    local pre = trace and ("strace -f -qq -e trace=sendfile,writev,write,sendto,sendmsg -o " ..
+                           quote(tfile) .. " ") or ""
+    os.execute("(exec " .. CLEAN .. env .. " " .. pre .. quote(helper.bin) .. " " ..
+               quote(script) .. " " .. quote(portfile) .. " " .. quote(dir .. "/data.txt") ..
+               " >/dev/null 2>" .. quote(dir .. "/err") .. ") & echo $! >" ..
+               quote(dir .. "/pid"))
+    local pf = assert(io.open(dir .. "/pid"))
+    local pid = pf:read("n")
+    pf:close()
+    local port
+    for _ = 1, 300 do
+      local p = io.open(portfile)
+      if p then
+        port = p:read("n")
+        p:close()
+        if port then break end
+      end
+      os.execute("sleep 0.02")
+    end
+    local ok, err = pcall(fn, port)
+    -- Under strace, the server is strace's child: ending it ends strace.
+    if trace then os.execute("pkill -P " .. pid) end
+    os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.1")
+    assert(port, "the server did not start")
+    assert(ok, err)
+    local t = io.open(tfile)
+    local calls = t and t:read("a") or ""
+    if t then t:close() end
+    return calls
+  end
+
+  local function get(port, path)
+    return sh(CLEAN .. "curl -s --max-time 10 http://127.0.0.1:" .. port .. path)
+  end
+
+  local function check_bodies(port)
+    assert.is_true(get(port, "/pipe") == data)
+    assert.is_true(get(port, "/pipeline") == data)
+    assert.is_true(get(port, "/range") == data:sub(1001, 3000))
+    assert.is_true(get(port, "/chunked") == data)
+    -- Several on one connection (curl reuses it for URLs given together).
+    local many = sh(CLEAN .. "curl -s --max-time 10 http://127.0.0.1:" .. port .. "/pipe" ..
+                    " http://127.0.0.1:" .. port .. "/range http://127.0.0.1:" .. port ..
+                    "/pipeline")
+    assert.is_true(many == data .. data:sub(1001, 3000) .. data)
+  end
+
+  it("uses sendfile when the response has a length", function()
+    if not have_strace then
+      pending("strace is not installed")
+      return
+    end
+    local calls = with_server("", true, check_bodies)
+    local sent = 0
+    for n in calls:gmatch("sendfile%([^\n]-%) = (%d+)") do sent = sent + tonumber(n) end
+    -- /pipe, /pipeline, /range, then /pipe, /range, /pipeline: every byte of theirs, and none
+    -- of /chunked's.
+    assert.are.equal(4 * #data + 2 * 2000, sent)
+    -- The head goes with MSG_MORE, joined to the first segment of the body.
+    assert.matches("sendto%([^\n]*HTTP/1%.1 200 OK[^\n]*MSG_MORE", calls)
+  end)
+
+  it("falls back to the plain pipe, with the same bytes, when the fast path is off", function()
+    if not have_strace then
+      pending("strace is not installed")
+      return
+    end
+    local calls = with_server("RILL_NO_FASTPATH=1", true, check_bodies)
+    assert.is_nil(calls:find("sendfile(", 1, true))
+  end)
+
+  it("sends no more than the length, and keeps the connection usable", function()
+    with_server("", false, function(port)
+      local out = sh(CLEAN .. "curl -s --max-time 10 http://127.0.0.1:" .. port .. "/short" ..
+                     " http://127.0.0.1:" .. port .. "/range")
+      assert.is_true(out == data:sub(1, 100) .. data:sub(1001, 3000))
+    end)
+  end)
+
+  it("closes the file and the connection when the client goes away mid-file", function()
+    with_server("", false, function(port)
+      local pid = tonumber((sh("cat " .. quote(dir .. "/pid"))))
+      local function fds() return tonumber((sh("ls /proc/" .. pid .. "/fd | wc -l"))) end
+      get(port, "/pipe")
+      os.execute("sleep 0.2")
+      local before = fds()
+      -- A reader that takes 64 KiB, then hangs up while most of the file is unsent.
+      local PY = [=[
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.sendall(b"GET /pipe HTTP/1.1\r\nHost: a\r\n\r\n")
+got = 0
+while got < 65536:
+    d = s.recv(4096)
+    if not d: break
+    got += len(d)
+s.close()
+print(got >= 65536)
+]=]
+      for _ = 1, 3 do
+        assert.are.equal("True\n", sh(CLEAN .. "python3 -c " .. quote(PY) .. " " .. port))
+      end
+      os.execute("sleep 0.5")
+      assert.are.equal(before, fds())
+      assert.is_true(get(port, "/pipe") == data)
+    end)
+  end)
+end)
