@@ -16,6 +16,7 @@
 
 #include "lrill.h"
 #include "stdfd.h"
+#include "uvstream.h"
 
 /* The prompt reads stdin through the loop: a uv_poll on fd 0 says a byte is ready, and libedit's
  * callback interface (rl_callback_read_char) consumes it, so timers, sockets and tasks keep
@@ -26,7 +27,9 @@
  * line to on_line; running() marks the calling task as the code that Ctrl-C interrupts; on a
  * Ctrl-C that the loop gets to see, on_interrupt("prompt" | "running") decides what happens. */
 
-enum { S_IDLE, S_READING, S_RUNNING };
+/* S_LENT: the prompt would be up, but rill.stdin is reading the terminal: it waits for that to
+ * stop. */
+enum { S_IDLE, S_READING, S_RUNNING, S_LENT };
 
 typedef struct repl_s {
   rill_handle_t hpoll, hasync, hprep, hwinch, hcont;
@@ -41,10 +44,16 @@ typedef struct repl_s {
   rill_ctx_t *ctx;
   int tty; /* line editing through libedit; otherwise plain line reading */
   int pollable, polling;
-  volatile sig_atomic_t state; /* S_IDLE, S_READING, S_RUNNING (read by the SIGINT handler) */
+  /* Our own descriptor of stdin, watched and read instead of fd 0: libuv replaces fd 0 when
+   * rill.stdin opens the terminal (it reopens it and dup2s the new one over fd 0), and a
+   * watch on a descriptor replaced under it stays in epoll for good. */
+  int fd;
+  FILE *in_file;               /* over fd, for libedit */
+  volatile sig_atomic_t state; /* S_* (read by the SIGINT handler) */
   int installed;               /* libedit's handler is installed: raw mode, prompt on screen */
-  int hidden;                  /* the prompt was erased for output; redraw before blocking */
-  int at_bol;                  /* our last output ended a line */
+  int typed;       /* a key was read since: until then libedit's rl_point and rl_end are stale */
+  int hidden;      /* the prompt was erased for output; redraw before blocking */
+  int at_bol;      /* our last output ended a line */
   int stdin_flags; /* fd 0's file status flags before uv_poll_init made it non-blocking */
   char *prompt;
   char *histfile;
@@ -56,7 +65,7 @@ typedef struct repl_s {
   volatile sig_atomic_t int_now; /* the hook interrupts at once, not after GRACE_MS */
   int64_t int_time;              /* when the first Ctrl-C not yet handled came (ms) */
   unsigned eval_seq, late_seq;   /* evaluations started; the one late_interrupt looks at */
-  int late_queued;
+  int late_queued, late_turns;
   volatile sig_atomic_t echoed; /* the terminal echoed "^C" where our next output would go */
   struct sigaction old_int;
   /* libedit's line callback hands the line over through these */
@@ -66,6 +75,8 @@ typedef struct repl_s {
   char *buf;
   size_t len, cap;
   int eof, pump_queued;
+  /* rill.stdin once it exists (a reference): the terminal is its while it reads */
+  rill_stream_t *in;
   /* completion candidates, while libedit asks for them */
   char **cand;
   int ncand, icand;
@@ -81,6 +92,14 @@ static int columns(void) {
   return 80;
 }
 
+/* The cursor's offset in the line, and the line's length. */
+static int cur_point(repl_t *r) {
+  return r->typed ? rl_point : 0;
+}
+static int cur_end(repl_t *r) {
+  return r->typed ? rl_end : 0;
+}
+
 /* Rows between the prompt's first row and the row of input offset pos. */
 static int row_of(repl_t *r, int pos) {
   return ((int)strlen(r->prompt ? r->prompt : "") + pos) / columns();
@@ -90,7 +109,7 @@ static int row_of(repl_t *r, int pos) {
 static void hide(repl_t *r) {
   if (!r->tty || !r->installed || r->hidden) return;
   fflush(stdout);
-  int up = row_of(r, rl_point);
+  int up = row_of(r, cur_point(r));
   fputs("\r", stdout);
   if (up > 0) fprintf(stdout, "\x1b[%dA", up);
   fputs("\x1b[J", stdout);
@@ -120,7 +139,7 @@ static void end_echo(repl_t *r) {
 /* Moves the cursor after the end of the input (for "^C" and the like). */
 static void goto_end(repl_t *r) {
   int cols = columns(), plen = (int)strlen(r->prompt ? r->prompt : "");
-  int down = row_of(r, rl_end) - row_of(r, rl_point), col = (plen + rl_end) % cols;
+  int down = row_of(r, cur_end(r)) - row_of(r, cur_point(r)), col = (plen + cur_end(r)) % cols;
   fputs("\r", stdout);
   if (down > 0) fprintf(stdout, "\x1b[%dB", down);
   if (col > 0) fprintf(stdout, "\x1b[%dC", col);
@@ -267,6 +286,95 @@ static void uninstall(repl_t *r) {
   r->hidden = 0;
 }
 
+/* ---- rill.stdin and the terminal ----
+ *
+ * rill.stdin over the terminal reads it through its own handle (core/uvstream.c). Two readers
+ * of one terminal would split the keys typed between them, so the terminal goes to rill.stdin
+ * from its first read until it ends (Ctrl-D) or is destroyed: the prompt steps aside
+ * meanwhile, the terminal in its normal mode (lines, echo, Ctrl-D), and comes back after.
+ * Ctrl-C destroys rill.stdin with an "interrupted" error and brings the prompt back. */
+
+static int find_stdin_p(lua_State *L) {
+  repl_t *r = lua_touserdata(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "rill.stdio") != LUA_TTABLE) return 0;
+  lua_pushliteral(L, "stdin");
+  if (lua_rawget(L, -2) != LUA_TUSERDATA) return 0; /* raw: its __index would open it */
+  rill_stream_t *s = rill__tostream(L, -1);
+  if (s && rill_uvs_of(s)) {
+    rill_stream_ref(s);
+    r->in = s;
+  }
+  return 0;
+}
+
+/* Nonzero while rill.stdin over the terminal can still read it (not ended nor destroyed); with
+ * now set, only when it reads it at this moment. */
+static int stdin_holds(repl_t *r, int now) {
+  if (!r->tty || r->detached) return 0;
+  if (r->in == NULL && r->L) {
+    /* Not opened by the time we last looked: look again (protected: Lua may be short of
+     * memory). */
+    lua_State *L = r->L;
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, find_stdin_p);
+    lua_pushlightuserdata(L, r);
+    (void)lua_pcall(L, 1, 0, 0);
+    lua_settop(L, top);
+  }
+  rill_stream_t *s = r->in;
+  /* The state first: the adapter of a destroyed stream may be gone. */
+  if (s == NULL || (rill_stream_state(s) & (RILL_SS_DESTROYED | RILL_SS_READ_ENDED))) return 0;
+  rill_uvs_t *u = rill_uvs_of(s);
+  return u && (!now || uv_is_active(&u->u.handle));
+}
+
+/* The prompt steps aside for rill.stdin. */
+static void lend(repl_t *r) {
+  if (r->installed) {
+    hide(r);
+    uninstall(r);
+  }
+  end_echo(r);
+  if (!r->at_bol) fputs("\n", stdout);
+  fflush(stdout);
+  fputs(
+      "[rill.stdin is reading the terminal: the prompt comes back when it ends "
+      "(Ctrl-D ends it, Ctrl-C interrupts it)]\n",
+      stderr);
+  fflush(stderr);
+  r->at_bol = 1;
+  r->state = S_LENT;
+}
+
+/* Ctrl-C: rill.stdin stops reading the terminal, failing with "interrupted". Returns 1 when it
+ * was reading. */
+static int take_back(repl_t *r) {
+  if (!stdin_holds(r, 1)) return 0;
+  rill_err_t *e = rill_err_new(UV_ECANCELED, "read", NULL, "interrupted");
+  rill_stream_destroy(r->in, e);
+  rill_err_unref(e);
+  return 1;
+}
+
+static void line_cb(char *line);
+
+/* Draws the prompt on a fresh line, and reads the terminal through libedit. */
+static void show_prompt(repl_t *r) {
+  uninstall(r);
+  end_echo(r);
+  if (!r->at_bol) fputs("\n", stdout);
+  fflush(stdout);
+  fflush(stderr);
+  rl_callback_handler_install(r->prompt, line_cb);
+  fflush(stdout);
+  r->installed = 1;
+  r->typed = 0;
+  r->at_bol = 1;
+  r->state = S_READING;
+  start_polling(r);
+}
+
 /* libedit's line callback: NULL at end of input. The line is ours to free. */
 static void line_cb(char *line) {
   repl_t *r = the_repl;
@@ -292,13 +400,14 @@ static void tty_readable(repl_t *r, int status) {
     return;
   }
   /* A hung-up terminal polls readable with nothing to read: that is the end of input. */
-  if (status < 0 || ioctl(STDIN_FILENO, FIONREAD, &avail) != 0 || avail == 0) {
+  if (status < 0 || ioctl(r->fd, FIONREAD, &avail) != 0 || avail == 0) {
     uninstall(r);
     deliver(r, NULL, 0);
     return;
   }
   redisplay(r);
   r->got_line = 0;
+  r->typed = 1;
   rl_callback_read_char();
   if (!r->got_line || the_repl != r) return;
   char *line = r->line;
@@ -323,7 +432,7 @@ static void plain_readable(repl_t *r, int status) {
     }
   }
   if (!r->eof) {
-    ssize_t got = status < 0 ? 0 : read(STDIN_FILENO, r->buf + r->len, r->cap - r->len);
+    ssize_t got = status < 0 ? 0 : read(r->fd, r->buf + r->len, r->cap - r->len);
     if (got > 0)
       r->len += (size_t)got;
     else if (got == 0 || (errno != EINTR && errno != EAGAIN))
@@ -393,6 +502,12 @@ static void late_interrupt(void *arg) {
   if (r == NULL) return;
   r->late_queued = 0;
   if (r->state != S_RUNNING || r->eval_seq != r->late_seq) return;
+  /* A destroyed stream tells its readers from immediates queued after this one: one more
+   * turn for them. */
+  if (r->late_turns-- > 0 && rill_loop_immediate(&r->ctx->loop, late_interrupt, NULL) == 0) {
+    r->late_queued = 1;
+    return;
+  }
   r->state = S_IDLE;
   call_lua(r, r->fn_int, "running", 7);
 }
@@ -406,16 +521,22 @@ static void async_cb(uv_async_t *a) {
   disarm(r);
   catch_sigint(r);
   const char *kind;
-  if (r->state == S_RUNNING && fired && !r->late_queued) {
-    /* The hook interrupted code the evaluation may be waiting on (a pipeline's Lua hook): give
-     * the failure this turn to reach the evaluation, which then reports it itself. */
+  int took = r->state == S_RUNNING && take_back(r);
+  if (r->state == S_RUNNING && (fired || took) && !r->late_queued) {
+    /* The hook interrupted code the evaluation may be waiting on (a pipeline's Lua hook), or
+     * rill.stdin was: give the failure this turn to reach the evaluation, which then reports it
+     * itself. */
     r->late_seq = r->eval_seq;
     r->late_queued = 1;
+    r->late_turns = 1;
     if (rill_loop_immediate(&r->ctx->loop, late_interrupt, NULL) == 0) return;
     r->late_queued = 0;
     kind = "running";
   } else if (r->state == S_RUNNING) {
     kind = "running";
+  } else if (r->state == S_LENT) {
+    take_back(r);
+    kind = "prompt";
   } else if (was != S_RUNNING && !fired) {
     kind = "prompt";
     if (r->tty && r->installed) {
@@ -438,6 +559,12 @@ static void prep_cb(uv_prepare_t *p) {
   /* The loop's own prepare runs after this one (libuv runs the newest first) and may run ticks
    * that print: run them now, so that nothing hides the prompt after it is drawn. */
   rill_loop_drain(&r->ctx->loop);
+  /* Lent while it reads, given back once it ends: between two reads of a reader (which ask
+   * for more from a tick) the prompt does not come and go. */
+  if (r->state == S_LENT && !stdin_holds(r, 0))
+    show_prompt(r);
+  else if (r->state == S_READING && r->installed && stdin_holds(r, 1))
+    lend(r);
   redisplay(r);
 }
 
@@ -453,7 +580,7 @@ static void cont_cb(uv_signal_t *s, int signo) {
   repl_t *r = RILL_CONTAINER_OF(s->data, repl_t, hcont);
   (void)signo;
   if (!r->installed) return;
-  char *typed = strdup(rl_line_buffer ? rl_line_buffer : "");
+  char *typed = strdup(r->typed && rl_line_buffer ? rl_line_buffer : "");
   rl_callback_handler_remove();
   fputs("\n", stdout);
   rl_callback_handler_install(r->prompt, line_cb);
@@ -534,7 +661,7 @@ static void detach(repl_t *r) {
   if (sigaction(SIGINT, NULL, &cur) == 0 &&
       (cur.sa_handler == on_sigint || cur.sa_handler == SIG_DFL))
     sigaction(SIGINT, &r->old_int, NULL);
-  if (r->pollable) fcntl(STDIN_FILENO, F_SETFL, r->stdin_flags);
+  if (r->pollable) fcntl(r->fd, F_SETFL, r->stdin_flags);
   if (r->tty) rill_stdio_set_guard(NULL, NULL);
   if (the_repl == r) the_repl = NULL;
 }
@@ -543,10 +670,15 @@ static void handle_closed(repl_t *r) {
   detach(r);
   if (--r->nopen > 0) return;
   cand_free(r);
+  if (r->in) rill_stream_unref(r->in);
   free(r->line);
   free(r->buf);
   free(r->prompt);
   free(r->histfile);
+  if (r->in_file)
+    fclose(r->in_file); /* and r->fd with it */
+  else if (r->fd >= 0)
+    close(r->fd);
   free(r);
 }
 
@@ -642,15 +774,17 @@ static int l_open(lua_State *L) {
   uv_loop_t *uv = ctx->loop.uv;
 
   r->stdin_flags = fcntl(STDIN_FILENO, F_GETFL);
-  if (r->stdin_flags >= 0 && uv_poll_init(uv, &r->poll, STDIN_FILENO) == 0) {
-    /* uv_poll_init made fd 0 non-blocking; libedit and the code typed at the prompt (and any
+  r->fd = r->stdin_flags >= 0 ? fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3) : -1;
+  if (r->fd >= 0 && uv_poll_init(uv, &r->poll, r->fd) == 0) {
+    /* uv_poll_init made stdin non-blocking; libedit and the code typed at the prompt (and any
      * child process sharing the terminal) expect it blocking, and we only read when it is
      * readable anyway. */
-    fcntl(STDIN_FILENO, F_SETFL, r->stdin_flags);
+    fcntl(r->fd, F_SETFL, r->stdin_flags);
     r->pollable = 1;
     rill_handle_track(&ctx->loop, &r->hpoll, (uv_handle_t *)&r->poll, poll_closed);
     r->nopen++;
   } else if (r->tty) {
+    if (r->fd >= 0) close(r->fd);
     free(r->histfile);
     free(r);
     luaL_unref(L, LUA_REGISTRYINDEX, fn_line);
@@ -680,6 +814,8 @@ static int l_open(lua_State *L) {
 
     /* libedit: no signal handlers of its own (the loop owns signals), no appended space after
      * a completion, and words that keep a.b.c and s:m together. */
+    r->in_file = fdopen(r->fd, "r");
+    rl_instream = r->in_file ? r->in_file : stdin;
     rl_readline_name = "rill";
     rl_catch_signals = 0;
     rl_catch_sigwinch = 0;
@@ -718,16 +854,10 @@ static int l_read(lua_State *L) {
   catch_sigint(r);
   if (r->detached) return 0;
   if (r->tty) {
-    uninstall(r);
-    end_echo(r);
-    if (!r->at_bol) fputs("\n", stdout);
-    fflush(stdout);
-    fflush(stderr);
-    rl_callback_handler_install(r->prompt, line_cb);
-    fflush(stdout);
-    r->installed = 1;
-    r->at_bol = 1;
-    start_polling(r);
+    if (stdin_holds(r, 1))
+      lend(r);
+    else
+      show_prompt(r);
   } else {
     fputs(r->prompt, stdout);
     fflush(stdout);

@@ -162,6 +162,18 @@ function Term:run(line)
   return table.concat(lines, "\n", from + 1, #lines - 1)
 end
 
+-- Waits until the terminal is in its normal mode (lines, echo): the REPL's prompt is down.
+function Term:wait_cooked()
+  local tty = self:tmux("display-message -p -t t '#{pane_tty}'"):match("[^\n]+")
+  local deadline = os.time() + WAIT + 1
+  repeat
+    local mode = sh("stty -a -F " .. shell_quote(tty))
+    if mode:find("%f[%w-]icanon") then return end
+    os.execute("sleep 0.02")
+  until os.time() > deadline
+  error("timed out waiting for the terminal's normal mode", 2)
+end
+
 -- Waits for the command to end; returns its exit status and the screen.
 function Term:exit_status()
   local s = self:wait(function(s) return s:find("%[tty %a+%]") end, "the command to exit")
@@ -510,6 +522,11 @@ describe("the REPL in a terminal", function()
     s = t:wait_prompt(before)
     assert.matches("\n> abc%^C\n>$", s)
     assert.equals("7", t:run("7"))
+    -- on an empty line, right after a longer one: the ^C goes after the prompt
+    before = count_prompts(t:screen())
+    t:key("C-c")
+    s = t:wait_prompt(before)
+    assert.matches("\n7\n> %^C\n>$", s)
 
     -- and inside a continuation it drops the unfinished chunk
     t:send("for i = 1, 2 do")
@@ -664,6 +681,89 @@ describe("the REPL in a terminal", function()
     -- what the code wrote to the streams comes before what print and the REPL write after it
     assert.equals('first\nsecond\n"third"',
       t:run('rill.stdout:write("first\\n") print("second") return "third"'))
+  end)
+
+  local LENT = "[rill.stdin is reading the terminal: the prompt comes back when it ends " ..
+      "(Ctrl-D ends it, Ctrl-C interrupts it)]"
+
+  it("gives the terminal to rill.stdin while it reads, and the prompt back when it ends", function()
+    t = Term.start()
+    local before = count_prompts(t:wait(function(s) return last_line(s) == ">" end, "the prompt"))
+    t:send("return rill.stdin:read()")
+    t:key("Enter")
+    t:wait_cooked()
+    t:send("hello")
+    t:key("Enter")
+    -- the read got the line; the stream reads on, so the prompt steps aside
+    local s = t:wait(LENT)
+    assert.matches("\nhello\n<rill%.buffer 6 bytes: 68 65 6c 6c 6f 0a |hello%.|>\n", s)
+    assert.equals(before, count_prompts(s))
+    t:send("1+1")
+    t:key("Enter")
+    t:wait("\n1+1")
+    t:key("C-d") -- ends rill.stdin, not the REPL
+    t:wait_prompt(before)
+    -- what was typed meanwhile went to rill.stdin, not to the REPL
+    assert.equals('"1+1\\n"', t:run("return rill.stdin:read():tostring()"))
+    assert.equals("nil", t:run("return rill.stdin:read()"))
+    assert.equals("4", t:run("2+2"))
+    t:key("C-d")
+    assert.equals(0, (t:exit_status()))
+  end)
+
+  it("steps aside for a reader of rill.stdin started from the loop", function()
+    t = Term.start()
+    t:wait(function(s) return last_line(s) == ">" end, "the prompt")
+    local before = count_prompts(t:screen())
+    t:send("rill.timeout(20, function() rill.spawn(function() " ..
+      "for l in rill.stdin:lines() do print('bg ' .. l) end print('bg done') end) end)")
+    t:key("Enter")
+    t:wait(LENT)
+    t:send("x = 1")
+    t:key("Enter")
+    t:wait("\nbg x = 1")
+    t:key("C-d")
+    local s = t:wait_prompt(before)
+    assert.matches("\nbg done\n>$", s)
+    assert.equals("nil", t:run("x")) -- the line was rill.stdin's
+  end)
+
+  it("Ctrl-C takes the terminal back from rill.stdin, which fails with interrupted", function()
+    t = Term.start()
+    -- the evaluation reads rill.stdin: it fails, and shows it
+    local before = count_prompts(t:wait(function(s) return last_line(s) == ">" end, "the prompt"))
+    t:send("for l in rill.stdin:lines() do print('got ' .. l) end")
+    t:key("Enter")
+    t:wait_cooked()
+    t:send("a")
+    t:key("Enter")
+    t:wait("\ngot a")
+    t:key("C-c")
+    local s = t:wait_prompt(before)
+    assert.matches("\ngot a\n%^C\nECANCELED: interrupted, read\nstack traceback:\n", s)
+    assert.equals("true", t:run("rill.stdin.destroyed"))
+    assert.equals("3", t:run("1+2"))
+  end)
+
+  it("Ctrl-C takes the terminal back from a reader in the background", function()
+    t = Term.start()
+    local before = count_prompts(t:wait(function(s) return last_line(s) == ">" end, "the prompt"))
+    t:send("rill.spawn(function() local ok, err = rill.stdin:read() print('read: ' .. tostring(err)) end)")
+    t:key("Enter")
+    t:wait(LENT)
+    t:key("C-c")
+    local s = t:wait_prompt(before)
+    assert.matches("\n%^C\nread: ECANCELED: interrupted, read\n>$", s)
+    assert.equals("3", t:run("1+2"))
+  end)
+
+  it("erases only the prompt's rows for output, after a line longer than the terminal", function()
+    t = Term.start()
+    local long = string.rep("a", 150) -- the terminal is 100 columns wide
+    local out = t:run('rill.timeout(100, function() print("late") end) return "' .. long .. '"')
+    assert.equals('"' .. long .. '"', (out:gsub("\nlate$", "")))
+    local s = t:wait(function(s) return s:find("\nlate\n>$") ~= nil end, "the late output")
+    assert.matches('\n"' .. long .. '"\nlate\n>$', s)
   end)
 
   it("completes globals, fields and methods with Tab", function()
