@@ -202,4 +202,125 @@ def job_tcp(a):
             res["node client -> node server"][0] / res["rill client -> rill server"][0], 1.5)
 
 
-JOBS = {"stream": job_stream, "copy": job_copy, "grep": job_grep, "chunks": job_chunks, "rss": job_rss, "tcp": job_tcp}
+def cpu_race(contenders, runs=RUNS):
+    """Like race, with CPU time (user + system, the process and what it waited for):
+    {label: (median wall s, median CPU s)}."""
+    walls = {c[0]: [] for c in contenders}
+    cpus = {c[0]: [] for c in contenders}
+    for _ in range(runs):
+        for label, cmd, env in contenders:
+            e = dict(os.environ)
+            e.update(env or {})
+            t0 = time.perf_counter()
+            p = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL)
+            _, status, ru = os.wait4(p.pid, 0)
+            walls[label].append(time.perf_counter() - t0)
+            if status != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({status})")
+            cpus[label].append(ru.ru_utime + ru.ru_stime)
+    return {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in walls}
+
+
+def job_gzip(a):
+    """gzip level 6 of 256 MiB of text: rill (one thread, and zlib.gzip{threads = 2}) against
+    node_gzip.js (Node's zlib, same level); wall and CPU time, outputs checked with gzip -dc."""
+    src = data(a, "lines256.txt")
+    with tempfile.TemporaryDirectory(prefix="rillbench-") as tmp:
+        outs = {k: os.path.join(tmp, k + ".gz") for k in ("rill", "rill2", "node")}
+        script = os.path.join(HERE, "zlib_gzip.lua")
+        res = cpu_race([
+            ("rill zlib_gzip.lua", [a.rill, script, src, outs["rill"]], None),
+            ("rill zlib_gzip.lua threads=2", [a.rill, script, src, outs["rill2"], "2"], None),
+            ("node node_gzip.js", ["node", os.path.join(ANCHORS, "node_gzip.js"), src, outs["node"]], None),
+        ])
+        want = md5(src)
+        ok = all(subprocess.run(f"gzip -dc '{p}' | md5sum", shell=True, capture_output=True,
+                                text=True).stdout.split()[0] == want for p in outs.values())
+        sizes = {k: os.path.getsize(p) for k, p in outs.items()}
+    for label, (w, c) in res.items():
+        print(f"  {label:34s} {w:8.3f} s wall   {c:8.3f} s CPU")
+    print(f"  outputs gunzip to the input: {ok}; sizes: " +
+          ", ".join(f"{k} {v / 1048576:.1f} MiB" for k, v in sizes.items()))
+    r, n = res["rill zlib_gzip.lua"], res["node node_gzip.js"]
+    verdict("gzip: wall time against Node (one thread)", n[0] / r[0], 1)
+    verdict("gzip: CPU time against Node (one thread)", n[1] / r[1], 1)
+    verdict("gzip: wall time against Node (threads = 2)",
+            n[0] / res["rill zlib_gzip.lua threads=2"][0], 1)
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) a process used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, secs):
+    """requests/s and bytes/s of one wrk -t1 -c50 run."""
+    out = subprocess.run(["wrk", "-t1", "-c50", f"-d{secs}s", url], capture_output=True,
+                         text=True, check=True).stdout
+    rps = bps = 0.0
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            rps = float(line.split()[1])
+        elif line.startswith("Transfer/sec:"):
+            v = line.split()[1]
+            unit = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+            for u in ("GB", "MB", "KB", "B"):
+                if v.endswith(u):
+                    bps = float(v[: -len(u)]) * unit[u]
+                    break
+        elif "Socket errors" in line or "Non-2xx" in line:
+            print(f"    wrk: {line.strip()}")
+    return rps, bps
+
+
+def job_http(a):
+    """scripts/static_server.lua against node_http_static.js, wrk -t1 -c50, a 1 KiB and a 1 MiB
+    file, the runs alternating (RILL_BENCH_HTTP_SECS per run, default 5); with the servers' CPU
+    seconds per 1000 requests."""
+    secs = int(os.environ.get("RILL_BENCH_HTTP_SECS", "5"))
+    goals = {"1k": ("requests/s", 0, 2.0), "1m": ("throughput", 1, 1.5)}
+    with tempfile.TemporaryDirectory(prefix="rillbench-") as tmp:
+        for name, size in (("1k", 1024), ("1m", 1 << 20)):
+            path = os.path.join(tmp, f"{name}.bin")
+            with open(path, "wb") as f:
+                f.write(os.urandom(size))
+            rp, np_ = free_port(), free_port()
+            servers = {
+                "rill": subprocess.Popen([a.rill, os.path.join(ROOT, "scripts", "static_server.lua"),
+                                          tmp, str(rp)], stderr=subprocess.DEVNULL),
+                "node": subprocess.Popen(["node", os.path.join(ANCHORS, "node_http_static.js"),
+                                          path, str(np_)]),
+            }
+            urls = {"rill": f"http://127.0.0.1:{rp}/{name}.bin", "node": f"http://127.0.0.1:{np_}/"}
+            got = {k: [] for k in servers}
+            cpu = {k: [] for k in servers}
+            try:
+                wait_port(rp, servers["rill"])
+                wait_port(np_, servers["node"])
+                for k in servers:  # warm-up
+                    wrk(urls[k], 1)
+                for _ in range(RUNS):
+                    for k, p in servers.items():
+                        c0 = proc_cpu(p.pid)
+                        rps, bps = wrk(urls[k], secs)
+                        got[k].append((rps, bps))
+                        cpu[k].append((proc_cpu(p.pid) - c0) / (rps * secs) * 1000 if rps else 0)
+            finally:
+                for p in servers.values():
+                    p.terminate()
+                    p.wait()
+            med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
+                   for k, v in got.items()}
+            for k in servers:
+                rps, bps = med[k]
+                runs = ", ".join(f"{x[0]:.0f}" for x in got[k])
+                print(f"  {name} {k:5s} {rps:10.0f} req/s {bps / 1048576:9.1f} MiB/s   "
+                      f"server CPU {statistics.median(cpu[k]):6.3f} s per 1000 requests   (runs: {runs})")
+            what, i, goal = goals[name]
+            verdict(f"http {name} file: {what} against Node", med["rill"][i] / med["node"][i], goal)
+
+
+JOBS = {"stream": job_stream, "copy": job_copy, "grep": job_grep, "chunks": job_chunks, "rss": job_rss, "tcp": job_tcp,
+        "gzip": job_gzip, "http": job_http}
