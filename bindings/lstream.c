@@ -11,7 +11,7 @@
 #include "stream.h"
 
 #define STREAM_MT "rill.stream"
-#define SPLITTER_MT "rill.splitter"
+#define LINES_MT "rill.lines_iter"
 #define POOL_MAX 8
 
 static const char STATE_KEY = 's'; /* registry[&STATE_KEY] = userdata holding the lstate_t * */
@@ -1402,101 +1402,142 @@ void rill__setstreamfields(lua_State *L, int idx) {
   lua_setiuservalue(L, idx, 2); /* uv[2] = fields: native streams have no Lua hooks there */
 }
 
-/* ---- the splitter behind r:lines(): one call per chunk fills a table of lines ---- */
+/* ---- r:lines(): the iterator is a C function ----
+ * Each call hands out the next line of the chunk at hand (one string made, no table, no Lua
+ * frame); a chunk that is ready is split straight from the core stream (no buffer userdata, no
+ * collector debt). Only when nothing is ready does it call the stream's read (a Lua call that
+ * may suspend the task), and then splits what read returned. */
 
-static int l_splitter(lua_State *L) {
-  size_t seplen = 0;
-  const char *sep = lua_isnoneornil(L, 1) ? NULL : rill__checkbytes(L, 1, &seplen);
-  luaL_argcheck(L, sep == NULL || seplen > 0, 1, "separator must not be empty");
-  lua_Integer max = luaL_optinteger(L, 2, 0);
-  luaL_argcheck(L, max >= 0, 2, "max_line_length out of range");
-  rill_split_t *sp = lua_newuserdatauv(L, sizeof *sp, 0);
-  memset(sp, 0, sizeof *sp);
-  int r = rill_split_init(sp, sep, seplen, (size_t)max);
-  if (r) return luaL_error(L, "splitter: %s", rill_strerror(r));
-  luaL_setmetatable(L, SPLITTER_MT);
-  return 1;
-}
+typedef struct {
+  rill_split_t sp;
+  rill_chunk_t c;  /* the core chunk being split, when held */
+  const char *src; /* the bytes being split: c's, or those of the Lua value in upvalue 5 */
+  size_t len, pos;
+  int held;     /* c holds a reference */
+  int finished; /* the input ended: the next call ends the loop */
+} liter_t;
 
-/* sp:feed(bytes, t): appends the records that end in bytes to t[1..n]; returns n (or raises
- * the splitter's error value). */
-static int l_split_feed(lua_State *L) {
-  rill_split_t *sp = luaL_checkudata(L, 1, SPLITTER_MT);
-  size_t len;
-  const char *p = rill__checkbytes(L, 2, &len);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  size_t pos = 0;
-  lua_Integer n = 0;
-  rill_split_rec_t rec;
-  int r;
-  while ((r = rill_split_next(sp, p, len, &pos, &rec)) == 1) {
-    lua_pushlstring(L, (const char *)rec.p, rec.len);
-    lua_rawseti(L, 3, ++n);
-  }
-  if (r < 0) return rill__raise(L, r, "lines");
-  lua_pushinteger(L, n);
-  return 1;
-}
+/* Upvalues of the iterator: the state, the stream, its read method, the loop's closing value,
+ * the Lua chunk being split. */
+#define IT_STATE lua_upvalueindex(1)
+#define IT_STREAM lua_upvalueindex(2)
+#define IT_READ lua_upvalueindex(3)
+#define IT_CLOSER lua_upvalueindex(4)
+#define IT_CHUNK lua_upvalueindex(5)
 
-/* read_feed(s, sp, t): lines() without a buffer per chunk: when a byte chunk is ready now,
- * splits it straight into t (as sp:feed) and returns the count; false when nothing is ready (or
- * the stream is in object mode: the caller then reads the usual way, waiting); nil at the end;
- * nil, err on an error. The chunk never becomes a Lua buffer, so its slab goes back to the pool
- * at once and the collector is not charged for it. */
-static int l_read_feed(lua_State *L) {
-  lstream_t *ls = checkls(L, 1);
-  rill_split_t *sp = luaL_checkudata(L, 2, SPLITTER_MT);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  if (rill_stream_flags(ls->s) & RILL_STREAM_OBJECT_READ) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  rill_chunk_t c;
-  ENTER(ls->B, L);
-  int r = rill_stream_read(ls->s, &c);
-  LEAVE(ls->B);
-  if (r == UV_EAGAIN) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if (r == UV_EOF) {
+static void liter_drop(lua_State *L, liter_t *it) {
+  if (it->held) {
+    it->held = 0;
+    rill_chunk_release(&it->c);
+  } else {
     lua_pushnil(L);
+    lua_replace(L, IT_CHUNK);
+  }
+  it->src = NULL;
+}
+
+static int liter_end(lua_State *L, liter_t *it) {
+  rill_split_rec_t rec;
+  int e = rill_split_finish(&it->sp, &rec);
+  it->finished = 1;
+  if (e < 0) return rill__raise(L, e, "lines");
+  if (e == 1) {
+    lua_pushlstring(L, (const char *)rec.p, rec.len);
     return 1;
   }
-  if (r) return push_result_err(L, ls, r);
-  const char *p = (const char *)rill_view_data(&c.view);
-  size_t len = c.view.len, pos = 0;
-  lua_Integer n = 0;
-  rill_split_rec_t rec;
-  int e;
-  while ((e = rill_split_next(sp, p, len, &pos, &rec)) == 1) {
-    lua_pushlstring(L, (const char *)rec.p, rec.len);
-    lua_rawseti(L, 3, ++n);
-  }
-  rill_chunk_release(&c);
-  if (e < 0) return rill__raise(L, e, "lines");
-  lua_pushinteger(L, n);
-  return 1;
-}
-
-static int l_split_finish(lua_State *L) {
-  rill_split_t *sp = luaL_checkudata(L, 1, SPLITTER_MT);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  rill_split_rec_t rec;
-  int r = rill_split_finish(sp, &rec);
-  if (r < 0) return rill__raise(L, r, "lines");
-  if (r == 1) {
-    lua_pushlstring(L, (const char *)rec.p, rec.len);
-    lua_rawseti(L, 2, 1);
-  }
-  lua_pushinteger(L, r);
-  return 1;
-}
-
-static int l_split_gc(lua_State *L) {
-  rill_split_t *sp = luaL_checkudata(L, 1, SPLITTER_MT);
-  rill_split_free(sp);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, IT_CLOSER, "done"); /* run to the end: the closing value leaves the stream */
   return 0;
+}
+
+static int liter_k(lua_State *L, int status, lua_KContext kctx);
+
+static int liter_step(lua_State *L, liter_t *it) {
+  rill_split_rec_t rec;
+  for (;;) {
+    if (it->src) {
+      int e = rill_split_next(&it->sp, it->src, it->len, &it->pos, &rec);
+      if (e == 1) {
+        lua_pushlstring(L, (const char *)rec.p, rec.len);
+        return 1;
+      }
+      liter_drop(L, it);
+      if (e < 0) return rill__raise(L, e, "lines");
+    }
+    if (it->finished) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, IT_CLOSER, "done");
+      return 0;
+    }
+    lstream_t *ls = ((lud_t *)lua_touserdata(L, IT_STREAM))->ls;
+    if (rill_stream_flags(ls->s) & RILL_STREAM_OBJECT_READ) break;
+    ENTER(ls->B, L);
+    int r = rill_stream_read(ls->s, &it->c);
+    LEAVE(ls->B);
+    if (r == UV_EAGAIN) break;
+    if (r == UV_EOF) return liter_end(L, it);
+    if (r) {
+      push_result_err(L, ls, r);
+      return lua_error(L);
+    }
+    it->held = 1;
+    it->src = (const char *)rill_view_data(&it->c.view);
+    it->len = it->c.view.len;
+    it->pos = 0;
+  }
+  /* Nothing ready (or an object-mode stream): read waits, then liter_k splits its chunk. */
+  lua_pushvalue(L, IT_READ);
+  lua_pushvalue(L, IT_STREAM);
+  lua_callk(L, 1, 2, 0, liter_k);
+  return liter_k(L, LUA_OK, 0);
+}
+
+static int liter_k(lua_State *L, int status, lua_KContext kctx) {
+  liter_t *it = lua_touserdata(L, IT_STATE);
+  if (lua_isnil(L, -2)) {
+    if (!lua_isnil(L, -1)) return lua_error(L); /* read's error, raised as it is */
+    lua_pop(L, 2);
+    return liter_end(L, it);
+  }
+  lua_pop(L, 1);
+  it->src = rill__checkbytes(L, -1, &it->len); /* a string or a buffer: kept alive below */
+  it->pos = 0;
+  lua_replace(L, IT_CHUNK);
+  return liter_step(L, it);
+}
+
+static int liter_next(lua_State *L) {
+  return liter_step(L, lua_touserdata(L, IT_STATE));
+}
+
+static int liter_gc(lua_State *L) {
+  liter_t *it = luaL_checkudata(L, 1, LINES_MT);
+  if (it->held) {
+    it->held = 0;
+    rill_chunk_release(&it->c);
+  }
+  rill_split_free(&it->sp);
+  return 0;
+}
+
+/* lines_iter(r, read, closer [, max_line_length]) -> the iterator of r:lines() */
+static int l_lines_iter(lua_State *L) {
+  checkls(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_Integer max = luaL_optinteger(L, 4, 0);
+  luaL_argcheck(L, max >= 0, 4, "max_line_length out of range");
+  liter_t *it = lua_newuserdatauv(L, sizeof *it, 0);
+  memset(it, 0, sizeof *it);
+  int r = rill_split_init(&it->sp, NULL, 0, (size_t)max);
+  if (r) return luaL_error(L, "lines: %s", rill_strerror(r));
+  luaL_setmetatable(L, LINES_MT);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushnil(L);
+  lua_pushcclosure(L, liter_next, 5);
+  return 1;
 }
 
 /* ---- module ---- */
@@ -1558,8 +1599,7 @@ static const luaL_Reg funcs[] = {
     {"wait_job", l_wait_job},
     {"set_worker", l_set_worker},
     {"bind_push", l_bind_push},
-    {"splitter", l_splitter},
-    {"read_feed", l_read_feed},
+    {"lines_iter", l_lines_iter},
     {"is_exit", l_is_exit},
     {"in_task", l_in_task},
     {"dead", l_dead},
@@ -1617,11 +1657,8 @@ int rill__open_stream(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, SPLITTER_MT)) {
-    static const luaL_Reg sm[] = {{"feed", l_split_feed}, {"finish", l_split_finish}, {NULL, NULL}};
-    luaL_newlib(L, sm);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_split_gc);
+  if (luaL_newmetatable(L, LINES_MT)) {
+    lua_pushcfunction(L, liter_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);

@@ -327,6 +327,51 @@ describe("rill.net", function()
     end)
   end)
 
+  it("lines() of a socket: pieces arriving slowly, CRLF cut between them, a line per piece",
+    function()
+      run(function()
+        local pieces = { "al", "pha\r", "\nbeta\n", "", "gam", "ma\r\n\n", "last" }
+        local srv = assert(net.listen {
+          port = 0,
+          on_connection = function(sock)
+            for _, p in ipairs(pieces) do
+              rill.sleep(5) -- each piece is its own read: the iterator waits between them
+              if p ~= "" then sock:write(p) end
+            end
+            sock:close()
+          end,
+        })
+        local sock = assert(net.connect("127.0.0.1", srv.port))
+        local got = {}
+        for line in sock:lines() do got[#got + 1] = line end
+        assert.same({ "alpha", "beta", "gamma", "", "last" }, got)
+        srv:close()
+      end)
+    end)
+
+  it("lines() raises the socket's error when the peer resets mid-line", function()
+    run(function()
+      local srv = assert(net.listen {
+        port = 0,
+        on_connection = function(sock)
+          sock:write("one\ntwo\nthr")
+          rill.sleep(20)
+          sock:destroy() -- with unread data on our side this is a reset for the peer
+        end,
+      })
+      local sock = assert(net.connect("127.0.0.1", srv.port))
+      sock:write(string.rep("x", 100000)) -- never read by the server: its close resets
+      local got = {}
+      local ok, err = pcall(function()
+        for line in sock:lines() do got[#got + 1] = line end
+      end)
+      assert.same({ "one", "two" }, got)
+      assert.is_false(ok)
+      assert.are.equal("ECONNRESET", err.code)
+      srv:close()
+    end)
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() net.listen() end)
     assert.has_error(function() net.listen { port = 1 } end)

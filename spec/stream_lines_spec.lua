@@ -152,3 +152,54 @@ describe("line splitting", function()
     end)
   end)
 end)
+
+describe("r:lines() iterator", function()
+  it("takes buffers and strings from an object-mode stream; anything else raises", function()
+    local buffer = require "rill.buffer"
+    run(function()
+      local got = {}
+      for l in stream.from({ buffer.from("a\nb"), "c\r", buffer.from("\nd") }):lines() do
+        got[#got + 1] = l
+      end
+      assert.same({ "a", "bc", "d" }, got)
+      local ok, err = pcall(function()
+        for _ in stream.from({ "x\n", 42 }):lines() do end
+      end)
+      assert.is_false(ok)
+      assert.matches("string or buffer expected", tostring(err), 1, true)
+    end)
+  end)
+
+  it("raises the error a stream fails with, after the lines before it", function()
+    run(function()
+      local r = stream.readable { read = function() end }
+      r:push("one\ntwo\nthr")
+      helper.rill.timeout(5, function() r:destroy(setmetatable({ code = "EBOOM" }, {})) end)
+      local got = {}
+      local ok, err = pcall(function()
+        for l in r:lines() do got[#got + 1] = l end
+      end)
+      assert.same({ "one", "two" }, got)
+      assert.is_false(ok)
+      assert.equals("EBOOM", err.code)
+    end)
+  end)
+
+  it("a loop left before the end releases the chunk it held (no leak, stream destroyed)", function()
+    run(function()
+      local fs = require "rill.fs"
+      local p = os.tmpname()
+      local f = assert(io.open(p, "wb"))
+      f:write(string.rep("line\n", 100000))
+      f:close()
+      for _ = 1, 200 do
+        local r = fs.reader(p)
+        for _ in r:lines() do break end
+        assert.is_true(r.destroyed)
+      end
+      collectgarbage()
+      collectgarbage()
+      os.remove(p)
+    end)
+  end)
+end)

@@ -279,46 +279,12 @@ function methods:chunks()
 end
 
 -- for line in r:lines() do ... end: lines without their "\n" or "\r\n", the same however the
--- input was chunked; the splitting of each chunk is one call into C.
+-- input was chunked. The iterator is C (C.lines_iter): a line per call, straight from the chunk
+-- at hand; it calls read (and may wait) only when no chunk is ready.
 function methods:lines(max_line_length)
   C.task_check("lines")
-  local sp = C.splitter(nil, max_line_length)
-  local buf, n, i, done = {}, 0, 0, false
-  local read, read_feed = self.read, C.read_feed
   local closer = setmetatable({ stream = self, done = false }, closer_mt)
-  local function iter()
-    while true do
-      if i < n then
-        i = i + 1
-        return buf[i]
-      end
-      if done then
-        closer.done = true
-        return nil
-      end
-      i = 0
-      -- A chunk that is ready is split in C without becoming a buffer; otherwise read waits.
-      local k, err = read_feed(self, sp, buf)
-      if k then
-        n = k
-      elseif k == nil then
-        if err ~= nil then error(err, 0) end
-        done = true
-        n = sp:finish(buf)
-      else
-        local c
-        c, err = read(self)
-        if c == nil then
-          if err ~= nil then error(err, 0) end
-          done = true
-          n = sp:finish(buf)
-        else
-          n = sp:feed(c, buf)
-        end
-      end
-    end
-  end
-  return iter, nil, nil, closer
+  return C.lines_iter(self, self.read, closer, max_line_length), nil, nil, closer
 end
 
 -- r:collect(): the whole stream as one buffer (an array table in object mode), or nil, err.
