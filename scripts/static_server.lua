@@ -1,7 +1,8 @@
 -- scripts/static_server.lua: serve the files of a directory over HTTP (GET and HEAD).
 -- usage: rill scripts/static_server.lua [DIR] [PORT] [HOST]
--- Each file is piped from disk into the response without entering Lua; a client that goes
--- away destroys the response, which closes the file.
+-- Each file is piped from disk into the response without entering Lua: with its length set,
+-- the kernel sends it (sendfile, the head just before it); a client that goes away destroys
+-- the response, which closes the file.
 local fs, stream = rill.fs, rill.stream
 local http = require "rill.http"
 

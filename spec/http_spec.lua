@@ -608,12 +608,14 @@ describe("rill.http client", function()
 
   it("does not keep the loop running for idle connections", function()
     local code = "local http = require 'rill.http'\n" ..
-                 "local r = assert(http.request(" .. string.format("%q", url("/peer")) .. "))\n" ..
+                 "local agent = http.agent{ idle_timeout = 60000 }\n" ..
+                 "local r = assert(http.request{ url = " .. string.format("%q", url("/peer")) ..
+                 ", agent = agent })\n" ..
                  "r:collect()\n" ..
-                 "assert(http.default_agent():idle() == 1)\n" ..
+                 "assert(agent:idle() == 1)\n" ..
                  "print('done')"
-    -- The idle timeout is 4 s: a connection that kept the loop alive would run into the 3 s limit.
-    local out = sh(CLEAN .. "timeout 3 " .. quote(helper.bin) .. " -e " .. quote(code) ..
+    -- A connection that kept the loop alive would hold it for the 60 s of its idle timeout.
+    local out = sh(CLEAN .. "timeout 20 " .. quote(helper.bin) .. " -e " .. quote(code) ..
                    " 2>&1; echo status $?")
     assert.are.equal("done\nstatus 0\n", out)
   end)

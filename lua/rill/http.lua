@@ -6,10 +6,13 @@ local M = {}
 
 -- http.listen{host, port, handler = fn(req, res), max_header_size, headers_timeout,
 -- keepalive_timeout} -> server, or nil, err. Timeouts are in ms (defaults 60000 and 5000).
--- req is the request body (a readable) with method, path, headers (lower-case names) and
--- http_version; res is the response body (a writable) with res:status(code) and
--- res:header(name, value). An error in the handler destroys the response (500 when nothing
--- was sent yet) and is reported as uncaught.
+-- req is the request body (a readable) with method, path, headers (lower-case names),
+-- http_version, remote_address and remote_port; res is the response body (a writable) with
+-- res:status(code) and res:header(name, value); a Date header is added unless set. A head that
+-- is not complete within headers_timeout is answered 408 and the connection closed; an idle
+-- keep-alive connection closes quietly after keepalive_timeout. A file piped straight into a
+-- response whose Content-Length is set goes out with sendfile. An error in the handler destroys
+-- the response (500 when nothing was sent yet) and is reported as uncaught.
 function M.listen(o)
   if type(o) ~= "table" then error("bad argument #1 to 'listen' (table expected)", 2) end
   local handler = o.handler
