@@ -169,9 +169,11 @@ void rill_loop_free(rill_loop_t *l) {
     /* Run until nothing is left: requests in flight (a file being closed) complete, and the
      * ticks they queue run. A pending uv_stop only cuts the first run short. */
     do {
-      uv_run(l->uv, UV_RUN_DEFAULT);
-      drain_all(l);
-    } while (uv_loop_alive(l->uv) || rill_loop_pending(l));
+      do {
+        uv_run(l->uv, UV_RUN_DEFAULT);
+        drain_all(l);
+      } while (uv_loop_alive(l->uv) || rill_loop_pending(l));
+    } while (l->sweep && l->sweep(l));
     int r = uv_loop_close(l->uv);
     (void)r;
     assert(r == 0 && "rill_loop_free: a handle outside the tracked list is still open");
@@ -180,11 +182,14 @@ void rill_loop_free(rill_loop_t *l) {
     /* On a host's loop we cannot wait for the loop to go idle: a few non-blocking turns deliver
      * our close callbacks (the closing phase runs even in NOWAIT mode) and the ticks they
      * queue, until our handles are gone. */
-    for (int i = 0; i < 8 && (l->handles.next != &l->handles || l->ticks.count || i < 2); i++) {
-      uv_run(l->uv, UV_RUN_NOWAIT);
+    int swept = 0;
+    do {
+      for (int i = 0; i < 8 && (l->handles.next != &l->handles || l->ticks.count || i < 2); i++) {
+        uv_run(l->uv, UV_RUN_NOWAIT);
+        drain_all(l);
+      }
       drain_all(l);
-    }
-    drain_all(l);
+    } while (swept++ < 8 && l->sweep && l->sweep(l));
   }
   free(l->ticks.q);
   free(l->imms.q);

@@ -44,6 +44,12 @@ typedef struct rill_loop_s {
   uv_check_t check;      /* runs immediates after I/O */
   uv_idle_t idle;        /* keeps poll from blocking while work is queued */
   rill_handle_t handles; /* sentinel of the list of tracked handles */
+  /* The live streams (core/stream.c keeps the list and sets sweep). Once the loop has nothing
+   * left to run, rill_loop_free destroys those still alive: nothing can end them any more (a
+   * pipe from a source that never ends, a Lua hook that will never answer). sweep returns how
+   * many it destroyed. */
+  struct rill_stream_s *streams;
+  int (*sweep)(struct rill_loop_s *l);
 } rill_loop_t;
 
 /* Initialises l over uv, or over a loop of its own when uv is NULL; 0 or a UV_E* code. */

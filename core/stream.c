@@ -78,6 +78,7 @@ struct rill_stream_s {
   int refs;
   unsigned flags;
   rill_loop_t *loop;
+  struct rill_stream_s *lprev, *lnext; /* the loop's live streams */
   const rill_stream_impl_t *impl;
   void *data;
   rill_stream_hook_cb hook;
@@ -348,6 +349,19 @@ void rill_stream_wait(rill_stream_t *s, rill_waiter_t *w, unsigned mask,
 
 /* ---- creation ---- */
 
+/* rill_loop_free's last resort (loop.h): destroys the streams still alive once the loop has
+ * nothing left to run. One at a time from the head: a destroy may free other streams. */
+static int sweep(rill_loop_t *l) {
+  int n = 0;
+  for (;;) {
+    rill_stream_t *s = l->streams;
+    while (s && s->destroyed) s = s->lnext;
+    if (s == NULL) return n;
+    rill_stream_destroy(s, NULL);
+    n++;
+  }
+}
+
 int rill_stream_new(rill_loop_t *loop, const rill_stream_impl_t *impl, void *data,
                     const rill_stream_opts_t *opts, rill_stream_t **out) {
   static const rill_stream_impl_t none = {0};
@@ -380,6 +394,10 @@ int rill_stream_new(rill_loop_t *loop, const rill_stream_impl_t *impl, void *dat
   /* A transform's readable side is fed from writes, not from a read loop (Node sets sync off). */
   s->r.sync = impl->transform ? 0 : 1;
   s->r.need_readable = 0;
+  s->lnext = loop->streams;
+  if (s->lnext) s->lnext->lprev = s;
+  loop->streams = s;
+  loop->sweep = sweep;
   *out = s;
   return 0;
 }
@@ -396,6 +414,12 @@ static void release_queue(queue_t *q) {
 static void stream_free(rill_stream_t *s) {
   assert(!s->freed);
   s->freed = 1;
+  if (s->lprev) {
+    s->lprev->lnext = s->lnext;
+  } else {
+    s->loop->streams = s->lnext;
+  }
+  if (s->lnext) s->lnext->lprev = s->lprev;
   while (s->lhead.next != &s->lhead) rill_stream_unlisten(s->lhead.next);
   release_queue(&s->r.buf);
   release_queue(&s->w.buf);
