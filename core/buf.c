@@ -129,9 +129,10 @@ static rill_slab_t *slab_malloc(size_t cap) {
 }
 
 #ifdef RILL_FAULT_INJECTION
-/* Test-only fault injection, compiled in only with -DRILL_FAULT_INJECTION (spec/faults_spec.lua
+/* Test-only fault injection, compiled in only with -DRILL_FAULT_INJECTION=ON (spec/faults_spec.lua
  * drives it through a child `rill`): the environment, read once, says which slab requests fail,
- * as if malloc or the memory cap had refused them.
+ * as if malloc or the memory cap had refused them. Unarmed (none of these set), a request costs
+ * one predictable branch more: the sanitizer run in CI has the hook compiled in.
  *   RILL_FAULT_SLAB_SIZE=n  every request for a slab of exactly n bytes fails;
  *   RILL_FAULT_SLAB_NTH=k   the k-th request of the process (1-based, any thread) fails, once;
  *   RILL_FAULT_SLAB_COUNT=1 at exit, "rill-fault: slab requests N" goes to stderr (the range
@@ -139,6 +140,7 @@ static rill_slab_t *slab_malloc(size_t cap) {
 #include <pthread.h>
 #include <stdio.h>
 
+static int fault_armed;
 static size_t fault_size;
 static long fault_nth;
 static atomic_long fault_count;
@@ -149,15 +151,18 @@ static void fault_report(void) {
 }
 
 static void fault_init(void) {
-  if (getenv("RILL_FAULT_SLAB_COUNT")) atexit(fault_report);
+  int count = getenv("RILL_FAULT_SLAB_COUNT") != NULL;
+  if (count) atexit(fault_report);
   const char *v = getenv("RILL_FAULT_SLAB_SIZE");
   if (v) fault_size = (size_t)strtoull(v, NULL, 10);
   v = getenv("RILL_FAULT_SLAB_NTH");
   if (v) fault_nth = strtol(v, NULL, 10);
+  fault_armed = count || fault_size || fault_nth;
 }
 
 static int fault_slab(size_t cap) {
   pthread_once(&fault_once, fault_init);
+  if (!fault_armed) return 0;
   long n = atomic_fetch_add(&fault_count, 1) + 1;
   if (fault_size && cap == fault_size) return 1;
   return n == fault_nth;
