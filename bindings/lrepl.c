@@ -51,9 +51,13 @@ typedef struct repl_s {
   FILE *in_file;               /* over fd, for libedit */
   volatile sig_atomic_t state; /* S_* (read by the SIGINT handler) */
   int installed;               /* libedit's handler is installed: raw mode, prompt on screen */
-  int typed;       /* a key was read since: until then libedit's rl_point and rl_end are stale */
-  int hidden;      /* the prompt was erased for output; redraw before blocking */
-  int at_bol;      /* our last output ended a line */
+  int typed;  /* a key was read since: until then libedit's rl_point and rl_end are stale */
+  int hidden; /* the prompt was erased for output; redraw before blocking */
+  int at_bol; /* our last output ended a line */
+  int col;    /* the column where our last output left the cursor */
+  /* The prompt was drawn below output that had not ended its line (at column pcol): output
+   * that comes next goes on from there, so a progress bar redraws its own line ("\r"). */
+  int partial, pcol;
   int stdin_flags; /* fd 0's file status flags before uv_poll_init made it non-blocking */
   char *prompt;
   char *histfile;
@@ -105,6 +109,47 @@ static int row_of(repl_t *r, int pos) {
   return ((int)strlen(r->prompt ? r->prompt : "") + pos) / columns();
 }
 
+/* Output at the start of a fresh line. */
+static void at_line_start(repl_t *r) {
+  r->at_bol = 1;
+  r->col = 0;
+  r->partial = 0;
+}
+
+/* Follows the cursor through output s: its column (escape sequences take none, a UTF-8
+ * character one) and whether it ended a line. */
+static void track(repl_t *r, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\n' || c == '\r') {
+      r->col = 0;
+    } else if (c == '\b') {
+      if (r->col > 0) r->col--;
+    } else if (c == '\t') {
+      r->col = (r->col / 8 + 1) * 8;
+    } else if (c == 0x1b) {
+      if (i + 1 < n && s[i + 1] == '[') { /* CSI: parameters up to a final byte */
+        for (i += 2; i < n && !(s[i] >= 0x40 && s[i] <= 0x7e); i++) {
+        }
+      } else {
+        i++;
+      }
+    } else if (c >= 0x20 && c != 0x7f && (c < 0x80 || c >= 0xc0)) {
+      r->col++;
+    }
+  }
+  if (n > 0) r->at_bol = s[n - 1] == '\n';
+}
+
+/* Moves to a fresh line for the prompt, remembering an unfinished line of output above it. */
+static void prompt_line(repl_t *r) {
+  int partial = !r->at_bol, pcol = r->col;
+  if (partial) fputs("\n", stdout);
+  at_line_start(r);
+  r->partial = partial;
+  r->pcol = pcol;
+}
+
 /* Erases the prompt and the line being typed, leaving the cursor where the prompt began. */
 static void hide(repl_t *r) {
   if (!r->tty || !r->installed || r->hidden) return;
@@ -113,6 +158,15 @@ static void hide(repl_t *r) {
   fputs("\r", stdout);
   if (up > 0) fprintf(stdout, "\x1b[%dA", up);
   fputs("\x1b[J", stdout);
+  if (r->partial) {
+    /* Back to the end of the unfinished line above the prompt. */
+    int col = r->pcol % columns();
+    fputs("\x1b[A", stdout);
+    if (col > 0) fprintf(stdout, "\x1b[%dC", col);
+    r->at_bol = 0;
+    r->col = r->pcol;
+    r->partial = 0;
+  }
   fflush(stdout);
   r->hidden = 1;
 }
@@ -122,8 +176,7 @@ static void redisplay(repl_t *r) {
   if (!r->hidden) return;
   r->hidden = 0;
   if (!r->installed) return;
-  if (!r->at_bol) fputs("\n", stdout);
-  r->at_bol = 1;
+  prompt_line(r);
   rl_forced_update_display();
   fflush(stdout);
 }
@@ -133,7 +186,7 @@ static void end_echo(repl_t *r) {
   if (r == NULL || !r->echoed) return;
   r->echoed = 0;
   fputs("\n", stdout);
-  r->at_bol = 1;
+  at_line_start(r);
 }
 
 /* Moves the cursor after the end of the input (for "^C" and the like). */
@@ -155,11 +208,7 @@ static void guard(int fd, const struct iovec *iov, int cnt, void *arg) {
   hide(r);
   end_echo(r);
   fflush(stdout); /* what C stdio holds goes out before the stream's bytes */
-  for (int i = cnt - 1; i >= 0; i--) {
-    if (iov[i].iov_len == 0) continue;
-    r->at_bol = ((const char *)iov[i].iov_base)[iov[i].iov_len - 1] == '\n';
-    break;
-  }
+  for (int i = 0; i < cnt; i++) track(r, iov[i].iov_base, iov[i].iov_len);
 }
 
 /* ---- Ctrl-C ---- */
@@ -343,7 +392,7 @@ static void lend(repl_t *r) {
       "(Ctrl-D ends it, Ctrl-C interrupts it)]\n",
       stderr);
   fflush(stderr);
-  r->at_bol = 1;
+  at_line_start(r);
   r->state = S_LENT;
 }
 
@@ -363,14 +412,13 @@ static void line_cb(char *line);
 static void show_prompt(repl_t *r) {
   uninstall(r);
   end_echo(r);
-  if (!r->at_bol) fputs("\n", stdout);
+  prompt_line(r);
   fflush(stdout);
   fflush(stderr);
   rl_callback_handler_install(r->prompt, line_cb);
   fflush(stdout);
   r->installed = 1;
   r->typed = 0;
-  r->at_bol = 1;
   r->state = S_READING;
   start_polling(r);
 }
@@ -389,7 +437,7 @@ static void line_cb(char *line) {
 
 static void deliver(repl_t *r, char *line, size_t n) {
   r->state = S_IDLE;
-  if (line && r->tty) r->at_bol = 1; /* the terminal echoed the line and its Enter */
+  if (line && r->tty) at_line_start(r); /* the terminal echoed the line and its Enter */
   call_lua(r, r->fn_line, line, n);
 }
 
@@ -544,7 +592,7 @@ static void async_cb(uv_async_t *a) {
       goto_end(r);
       fputs("^C\n", stdout);
       fflush(stdout);
-      r->at_bol = 1;
+      at_line_start(r);
       uninstall(r);
     }
   } else {
@@ -583,6 +631,7 @@ static void cont_cb(uv_signal_t *s, int signo) {
   char *typed = strdup(r->typed && rl_line_buffer ? rl_line_buffer : "");
   rl_callback_handler_remove();
   fputs("\n", stdout);
+  at_line_start(r); /* the shell wrote its own lines meanwhile */
   rl_callback_handler_install(r->prompt, line_cb);
   if (typed && typed[0]) {
     rl_insert_text(typed);
@@ -769,7 +818,7 @@ static int l_open(lua_State *L) {
   r->thread_ref = LUA_NOREF;
   r->L = ctx->L;
   r->ctx = ctx;
-  r->at_bol = 1;
+  at_line_start(r);
   r->tty = isatty(STDIN_FILENO);
   uv_loop_t *uv = ctx->loop.uv;
 
@@ -899,7 +948,7 @@ static int l_write(lua_State *L) {
   fflush(stdout);
   fwrite(s, 1, n, f);
   fflush(f);
-  if (r) r->at_bol = s[n - 1] == '\n';
+  if (r) track(r, s, n);
   return 0;
 }
 

@@ -948,7 +948,9 @@ int rill__file_is_writer(const rill_stream_t *s) {
 int rill__file_writer_info(rill_stream_t *s, rill_file_info_t *info) {
   if (!rill__file_is_writer(s)) return 0;
   writer_t *w = rill_stream_data(s);
-  if (!w->opened || w->inflight || w->destroying || w->busy || w->polling ||
+  /* A writer with a watch before each write (the REPL's terminal) keeps its bytes where the
+   * watch sees them: no fast path. */
+  if (!w->opened || w->write_cb || w->inflight || w->destroying || w->busy || w->polling ||
       rill_stream_writable_length(s) != 0)
     return 0;
   struct stat st;

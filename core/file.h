@@ -82,8 +82,9 @@ int rill_file_writer_flush_sync(rill_stream_t *s);
 void rill__file_writer_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code, void *arg),
                                 void *arg);
 /* Calls cb(s, iov, cnt, arg) right before each write system call of the writer s, with what
- * it is about to write: the REPL erases its prompt from the terminal first (core/stdfd.h). Does
- * nothing for a stream that is not a file writer. */
+ * it is about to write: the REPL erases its prompt from the terminal first (core/stdfd.h). Such
+ * a writer takes no part in the fast path (core/splice.h). Does nothing for a stream that is
+ * not a file writer. */
 void rill__file_writer_on_write(rill_stream_t *s,
                                 void (*cb)(rill_stream_t *s, const struct iovec *iov, int cnt,
                                            void *arg),

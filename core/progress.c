@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include "stdfd.h"
 
 typedef struct {
   rill_stream_t *s;
@@ -86,6 +89,8 @@ static void draw(progress_t *p, int last) {
     len += 3;
   }
   if (last) line[len++] = '\n';
+  struct iovec v = {line, len};
+  rill_stdio_guard(p->fd, &v, 1); /* the REPL's prompt steps aside */
   ssize_t w = write(p->fd, line, len);
   (void)w; /* a bar that cannot be drawn is not an error of the data */
 }

@@ -14,6 +14,10 @@ static int stdin_flags = -1; /* fd 0's flags before libuv made it non-blocking *
 static void (*guard_cb)(int fd, const struct iovec *iov, int cnt, void *arg);
 static void *guard_arg;
 
+void rill_stdio_guard(int fd, const struct iovec *iov, int cnt) {
+  if (guard_cb && (fd == 1 || fd == 2)) guard_cb(fd, iov, cnt, guard_arg);
+}
+
 /* Before a write to a terminal on fd 1 or 2 (the fd is the writer's arg). */
 static void tty_before_write(rill_stream_t *s, const struct iovec *iov, int cnt, void *arg) {
   (void)s;

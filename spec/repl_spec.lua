@@ -790,6 +790,35 @@ describe("the REPL in a terminal", function()
     assert.equals("3", t:run("1+2"))
   end)
 
+  it("goes on with an unfinished line of output where it left off", function()
+    t = Term.start()
+    local before = count_prompts(t:wait(function(s) return last_line(s) == ">" end, "the prompt"))
+    t:send("io.write('par') rill.timeout(30, function() rill.stdout:write('tial') end) " ..
+      "rill.timeout(60, function() io.write(' line\\n') end)")
+    t:key("Enter")
+    local s = t:wait(function(s) return s:find("\npartial line\n>$") ~= nil end, "the whole line")
+    assert.equals(before + 1, count_prompts(s))
+  end)
+
+  it("keeps a progress bar on its own line above the prompt", function()
+    t = Term.start()
+    assert.equals("", t:run("n = 0 src = rill.stream.readable{ read = function() end } " ..
+      "tk = rill.interval(40, function() n = n + 1 if n > 30 then tk:stop() src:push(nil) " ..
+      "else src:push(string.rep('x', 100)) end end) " ..
+      "rill.stream.pipeline(src, rill.stream.progress{ total = 3000, label = 'copy' }, " ..
+      "rill.stream.writable{ write = function(_, _, d) d() end }, function() print('done') end)"))
+    t:send('word = "ab')
+    t:wait(function(s)
+      local pct = tonumber(s:match("\ncopy %[[#.]+%] +(%d+)%%[^\n]*\n> word = \"ab$"))
+      return pct ~= nil and pct < 100
+    end, "the bar drawing above the line being typed")
+    local s = t:wait(function(s)
+      return s:find("\ncopy %[#+%] 100%%[^\n]*\ndone\n") ~= nil and last_line(s) == '> word = "ab'
+    end, "the finished bar above the line being typed")
+    local bars = select(2, s:gsub("\ncopy ", ""))
+    assert.equals(1, bars)
+  end)
+
   it("erases only the prompt's rows for output, after a line longer than the terminal", function()
     t = Term.start()
     local long = string.rep("a", 150) -- the terminal is 100 columns wide
@@ -804,22 +833,30 @@ describe("the REPL in a terminal", function()
     assert.equals("", t:run("srv = rill.net.listen{ host = '127.0.0.1', port = 0, " ..
       "on_connection = function(sock) rill.spawn(function() local c = sock:read() " ..
       "sock:write('echo ' .. c:tostring()) sock:close() end) end }"))
-    -- each round: a TCP round trip printed, and a child's output piped natively to rill.stdout
+    -- each round: a TCP round trip printed, a child's output and a file piped natively to
+    -- rill.stdout (a file would take the kernel's fast path to any other descriptor)
+    local file = os.tmpname()
+    write_file(file, "from the file\n")
     local out = t:run("n = 0 tk = rill.interval(100, function() n = n + 1 local k = n " ..
+      "rill.fs.reader('" .. file .. "'):pipe(rill.stdout, { close = false }) " ..
       "rill.spawn(function() local c = rill.net.connect('127.0.0.1', srv.port) " ..
       "c:write('ping ' .. k) print(c:read():tostring()) c:close() end) " ..
       "local p = rill.process.spawn('sh', {'-c', 'echo child ' .. k}) " ..
       "p.stdout:pipe(rill.stdout, { close = false }) end)")
-    assert.equals("", (out:gsub("[%a ]+%d+\n?", "")))
+    assert.equals("", (out:gsub("[%a ]+%d*\n?", "")))
     t:send('word = "ty')
     local s = t:wait(function(s) return last_line(s) == '> word = "ty' end, "the typed text")
     local seen = tonumber(s:match(".*child (%d+)")) or 0
+    local files = select(2, s:gsub("from the file", ""))
     s = t:wait(function(s)
       local e, c = tonumber(s:match(".*echo ping (%d+)")) or 0, tonumber(s:match(".*child (%d+)")) or 0
-      return e >= seen + 2 and c >= seen + 2 and last_line(s) == '> word = "ty'
-    end, "round trips and child output above the line being typed")
+      return e >= seen + 2 and c >= seen + 2 and select(2, s:gsub("from the file", "")) >= files + 2
+        and last_line(s) == '> word = "ty'
+    end, "round trips, child output and the file above the line being typed")
+    os.remove(file)
     assert.not_matches('ty"?echo', s)
     assert.not_matches('ty"?child', s)
+    assert.not_matches('ty"?from', s)
     t:send('ped"')
     t:key("Enter")
     t:wait(function(s) return s:find('\n> word = "typed"\n') ~= nil end, "the finished line")
