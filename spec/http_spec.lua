@@ -388,7 +388,7 @@ try:
         got += d
 except OSError:
     pass
-ok = at is not None and 0.8 < at < 2.0 and got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+ok = at is not None and 0.8 < at < 2.5 and got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 print("408" if ok else "no 408 %r %r" % (at, got))
 ]=]
     assert.are.equal("408\n", sh(CLEAN .. "python3 -c " .. quote(PY_SLOW) .. " " .. server.port))
@@ -415,7 +415,7 @@ while True:
     got += d
 time.sleep(0.2)
 held = fds()
-time.sleep(1.5) # the socket stays open on this side all along
+time.sleep(2.0) # the socket stays open on this side all along
 after = fds()
 print(got.split(b"\r\n")[0].decode(), held - before, after - before)
 ]=]
@@ -599,7 +599,7 @@ describe("rill.http client", function()
       agent = http.agent{ idle_timeout = 60000 }
       first = peer()
       assert.are.equal(1, agent:idle())
-      helper.rill.sleep(1400)
+      helper.rill.sleep(2200)
       assert.are.equal(0, agent:idle())
       assert.are_not.equal(first, peer())
       agent:close()
