@@ -1,6 +1,7 @@
 /* bindings/lrepl.c: the REPL's terminal: libedit line editing fed by the loop, Ctrl-C, history. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 #include "stdfd.h"
 #include "uvstream.h"
 
-/* The prompt reads stdin through the loop: a uv_poll on fd 0 says a byte is ready, and libedit's
+/* The prompt reads stdin through the loop: a uv_poll on stdin says a byte is ready, and libedit's
  * callback interface (rl_callback_read_char) consumes it, so timers, sockets and tasks keep
  * running while a line is typed. libedit's readline layer is a process-wide singleton, and so is
  * SIGINT: one REPL per process, kept in the_repl.
@@ -41,6 +42,7 @@ typedef struct repl_s {
   int nopen;         /* tracked handles whose close callback has not run yet */
   int detached;      /* terminal restored, SIGINT given back: teardown started */
   lua_State *L;      /* the main thread: callbacks run there */
+  pthread_t owner;   /* the thread running the engine's loop */
   rill_ctx_t *ctx;
   int tty; /* line editing through libedit; otherwise plain line reading */
   int pollable, polling;
@@ -204,7 +206,8 @@ static void goto_end(repl_t *r) {
 static void guard(int fd, const struct iovec *iov, int cnt, void *arg) {
   repl_t *r = arg;
   (void)fd;
-  if (r != the_repl) return;
+  /* Another engine's thread (a host may run several) writes without our prompt's say. */
+  if (r != the_repl || !pthread_equal(pthread_self(), r->owner)) return;
   hide(r);
   end_echo(r);
   fflush(stdout); /* what C stdio holds goes out before the stream's bytes */
@@ -817,6 +820,7 @@ static int l_open(lua_State *L) {
   r->fn_complete = fn_complete;
   r->thread_ref = LUA_NOREF;
   r->L = ctx->L;
+  r->owner = pthread_self();
   r->ctx = ctx;
   at_line_start(r);
   r->tty = isatty(STDIN_FILENO);
