@@ -66,6 +66,11 @@ end
 
 local default_agent
 
+local function is_agent(x)
+  local mt = getmetatable(x)
+  return type(x) == "userdata" and mt ~= nil and mt.__name == "rill.http_agent"
+end
+
 -- The agent requests use unless they name another (one per engine).
 function M.default_agent()
   default_agent = default_agent or core.agent()
@@ -106,6 +111,8 @@ function M.request(o)
     agent = M.default_agent()
   elseif agent == false then
     agent = nil
+  elseif not is_agent(agent) then
+    error("bad argument #1 to 'request' (agent must be an http.agent or false)", 2)
   end
   local req, waiter = core.request(method, host, port, path, list, len, o.timeout or 0, agent)
   if not req then return nil, waiter end
