@@ -59,7 +59,8 @@ end
 
 local printable = {}
 for i = 32, 126 do printable[#printable + 1] = string.char(i) end
-printable = table.concat(printable):rep(40)
+-- Longer than the longest line (5000 bytes): a line is a slice of it.
+printable = table.concat(printable):rep(5000 // 95 + 1)
 
 local inputs = {
   binary = function(r, n)
