@@ -45,7 +45,9 @@ struct conn_s {
   uv_timer_t timer;
   rill_handle_t th;
   unsigned headers_ms, keepalive_ms;
-  int head_timed; /* the headers deadline is running */
+  int head_timed;   /* the headers deadline is running */
+  char peer_ip[48]; /* the client's address, read once at accept ("" if unknown) */
+  int peer_port;
 };
 
 struct exch_s {
@@ -514,6 +516,8 @@ static void on_connection(rill_tcp_server_t *tcp, int status, rill_stream_t *soc
   rill_chain_init(&c->in);
   c->headers_ms = srv->headers_ms;
   c->keepalive_ms = srv->keepalive_ms;
+  if (rill_tcp_address(sock, 1, c->peer_ip, sizeof c->peer_ip, &c->peer_port) != 0)
+    c->peer_ip[0] = 0;
   rill_loop_t *loop = rill_stream_loop(sock);
   uv_timer_init(loop->uv, &c->timer);
   rill_handle_track(loop, &c->th, (uv_handle_t *)&c->timer, timer_closed);
@@ -746,8 +750,11 @@ int rill_http_peer(rill_stream_t *s, char *ip, size_t n, int *port) {
   if (s == NULL || (rill_stream_impl(s) != &res_impl && rill_stream_impl(s) != &req_impl))
     return UV_EINVAL;
   exch_t *ex = rill_stream_data(s);
-  if (ex->c == NULL) return UV_ENOTCONN;
-  return rill_tcp_address(ex->c->sock, 1, ip, n, port);
+  if (ex->c == NULL || ex->c->peer_ip[0] == 0) return UV_ENOTCONN;
+  if (strlen(ex->c->peer_ip) >= n) return UV_ENOBUFS;
+  strcpy(ip, ex->c->peer_ip);
+  *port = ex->c->peer_port;
+  return 0;
 }
 
 int rill_http_res_head_sent(const rill_stream_t *res) {

@@ -51,7 +51,8 @@ void rill_http_server_free(rill_http_server_t *srv);
 int rill_http_res_status(rill_stream_t *res, int code);
 int rill_http_res_header(rill_stream_t *res, const char *name, const char *value);
 /* The client's address and port for a request or response stream of a connection that is still
- * open (as rill_tcp_address). 0, UV_EINVAL (not an HTTP stream) or ENOTCONN. */
+ * open (read once when it was accepted). 0, UV_EINVAL (not an HTTP stream), UV_ENOTCONN, or
+ * UV_ENOBUFS when ip (n bytes) is too small. */
 int rill_http_peer(rill_stream_t *s, char *ip, size_t n, int *port);
 /* Nonzero once the response head was sent. */
 int rill_http_res_head_sent(const rill_stream_t *res);
