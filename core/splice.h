@@ -21,6 +21,14 @@
  * waits until both are open; a source that turns out not to be a regular file (a FIFO) gets the
  * plain pipe instead.
  *
+ * A libuv stream source (a pipe such as stdin, a TCP socket; not a terminal) qualifies too, into
+ * the same destinations: its reads are claimed at once and the decision is taken on the next
+ * tick, so that a second destination or a "data" listener added by the same code gets the plain
+ * pipe (for all of them). The job then moves bytes with splice(2) when either end is a pipe,
+ * through a pipe of its own when neither is (socket to socket or file), or with a read/write loop
+ * where splice refuses; it runs until the source ends (its readable side then ends as it would
+ * have) or fails (ECONNRESET and friends fail the source, the rest the destination).
+ *
  * RILL_NO_FASTPATH=1 in the environment turns the fast path off (for measurements and tests). */
 
 /* Destinations that end in a TCP socket without being one (an HTTP response with a known

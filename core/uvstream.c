@@ -14,7 +14,7 @@ typedef struct {
   rill_slab_t *slab; /* current read slab (one reference) */
   uint64_t nread, nwritten;
   unsigned ready : 1, want : 1, reading : 1, eof : 1, destroying : 1, closed : 1, writing : 1,
-      write_pending : 1, final_pending : 1, shutting : 1, busy : 1, closing : 1;
+      write_pending : 1, final_pending : 1, shutting : 1, busy : 1, closing : 1, rbusy : 1;
   const rill_chunk_t *chunks; /* waiting for ready */
   size_t nchunks;
   uv_write_t wreq;
@@ -26,6 +26,8 @@ typedef struct {
   rill_err_t *derr;
   void (*cancel)(void *arg); /* while the write side is lent to the fast path */
   void *cancel_arg;
+  void (*rcancel)(void *arg); /* while the read side is lent to the fast path */
+  void *rcancel_arg;
   void (*ready_cb)(rill_uvs_t *u, void *arg); /* rill__uvs_when_ready */
   void *ready_arg;
   _Alignas(max_align_t) unsigned char extra[];
@@ -93,7 +95,7 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void start_reading(uvs_t *u) {
-  if (u->reading || !u->ready || u->eof || u->destroying || u->closed) return;
+  if (u->reading || !u->ready || u->eof || u->destroying || u->closed || u->rbusy) return;
   int e = uv_read_start(&u->pub.u.stream, alloc_cb, read_cb);
   if (e) {
     fail(u, e, "read");
@@ -273,7 +275,7 @@ static void closed_cb(rill_handle_t *h) {
 }
 
 static void close_now(uvs_t *u) {
-  if (u->closing || u->busy) return;
+  if (u->closing || u->busy || u->rbusy) return;
   u->closing = 1;
   if (u->closed) {
     closed_cb(&u->h);
@@ -286,6 +288,7 @@ static void uvs_destroy(rill_stream_t *s, rill_err_t *err) {
   uvs_t *u = rill_stream_data(s);
   u->destroying = 1;
   if (u->busy && u->cancel) u->cancel(u->cancel_arg);
+  if (u->rbusy && u->rcancel) u->rcancel(u->rcancel_arg);
   call_ready_cb(u); /* a waiter learns that it never will be */
   u->derr = rill_err_ref(err);
   if (u->pub.on_destroy) u->pub.on_destroy(&u->pub);
@@ -407,7 +410,7 @@ void rill_uvs_counts(const rill_uvs_t *pub, uint64_t *read, uint64_t *written) {
 
 int rill__uvs_fd_info(rill_uvs_t *pub, int *fd, int for_write) {
   uvs_t *u = UVS(pub);
-  if (!u->ready || u->destroying || u->closed || u->busy) return 0;
+  if (!u->ready || u->destroying || u->closed || (for_write && u->busy)) return 0;
   if (for_write &&
       (u->writing || u->write_pending || u->shutting || rill_stream_writable_length(pub->s) != 0))
     return 0;
@@ -428,6 +431,37 @@ void rill__uvs_lend_writes(rill_uvs_t *pub, void (*cancel)(void *arg), void *arg
 int rill__uvs_claimed(rill_uvs_t *pub) {
   uvs_t *u = UVS(pub);
   return u->busy || u->ready_cb != NULL;
+}
+
+int rill__uvs_reads_claimed(rill_uvs_t *pub) {
+  uvs_t *u = UVS(pub);
+  return u->rbusy || u->ready_cb != NULL;
+}
+
+void rill__uvs_lend_reads(rill_uvs_t *pub, void (*cancel)(void *arg), void *arg) {
+  uvs_t *u = UVS(pub);
+  stop_reading(u);
+  u->rbusy = 1;
+  u->rcancel = cancel;
+  u->rcancel_arg = arg;
+}
+
+void rill__uvs_return_reads(rill_uvs_t *pub, uint64_t n, int eof) {
+  uvs_t *u = UVS(pub);
+  u->rbusy = 0;
+  u->rcancel = NULL;
+  u->nread += n;
+  rill_stream_ref(pub->s);
+  if (u->destroying) {
+    close_now(u);
+  } else if (eof) {
+    u->eof = 1;
+    u->want = 0;
+    rill_stream_push(pub->s, NULL);
+  } else {
+    resume_waiting(u);
+  }
+  rill_stream_unref(pub->s);
 }
 
 void rill__uvs_return_writes(rill_uvs_t *pub) {

@@ -57,8 +57,9 @@ rill_uvs_t *rill_uvs_of(rill_stream_t *s);
 /* Bytes read and written so far. */
 void rill_uvs_counts(const rill_uvs_t *u, uint64_t *read, uint64_t *written);
 
-/* Fast path (core/splice.c): the descriptor, 1 when the adapter is idle (ready, no write in
- * flight, not reading, nothing buffered), else 0. */
+/* Fast path (core/splice.c): the descriptor, 1 when the adapter is idle on that side (ready;
+ * for writing: not lent, no write in flight, nothing queued; for reading: not at its end,
+ * nothing buffered, reads lent to the caller or not started), else 0. */
 int rill__uvs_fd_info(rill_uvs_t *u, int *fd, int for_write);
 /* Runs cb(u, arg) once the adapter is ready (at once if it is), or once it is destroyed before
  * (then cb sees it destroyed). One waiter at a time. */
@@ -69,5 +70,11 @@ void rill__uvs_lend_writes(rill_uvs_t *u, void (*cancel)(void *arg), void *arg);
 void rill__uvs_return_writes(rill_uvs_t *u);
 /* Nonzero while the write side is lent or a ready waiter is set. */
 int rill__uvs_claimed(rill_uvs_t *u);
+/* The same for the read side: reading stops while it is lent (writing goes on), and a destroy
+ * calls cancel(arg) at once and closes only once it is given back. Giving it back counts the n
+ * bytes the fast path moved; eof: the source ended there (the stream's readable side ends). */
+void rill__uvs_lend_reads(rill_uvs_t *u, void (*cancel)(void *arg), void *arg);
+void rill__uvs_return_reads(rill_uvs_t *u, uint64_t n, int eof);
+int rill__uvs_reads_claimed(rill_uvs_t *u);
 
 #endif

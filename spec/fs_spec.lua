@@ -396,3 +396,77 @@ describe("fs descriptors", function()
 end)
 
 end)
+
+describe("fast path from pipes (splice)", function()
+  local function have_strace()
+    local ok = os.execute("command -v strace >/dev/null 2>&1")
+    return ok == true or ok == 0
+  end
+  local function sh(cmd)
+    local p = io.popen("bash -c " .. helper.quote("unset LD_PRELOAD; " .. cmd))
+    local s = p:read("a")
+    local _, _, code = p:close()
+    return s, code
+  end
+  local src = path("splice.bin")
+  local rill_e = function(code) return helper.quote(helper.bin) .. " -e " .. helper.quote(code) end
+  local copy = rill_e("rill.stream.pipeline(rill.stdin, rill.stdout)")
+
+  setup(function()
+    os.execute("mkdir -p " .. tmp) -- the describe above removed it
+    local parts = {}
+    for i = 1, 3000 do parts[i] = ("%07d "):format(i) .. string.rep(string.char(65 + i % 26), 1017) end
+    write(src, table.concat(parts))
+  end)
+  teardown(function() os.execute("rm -rf " .. tmp) end)
+
+  it("stdin (a pipe) into stdout (a pipe) and into a file: every byte, with splice(2)", function()
+    if not have_strace() then
+      pending("strace is not installed")
+      return
+    end
+    local want = sh("md5sum < " .. src)
+    local log = path("strace.log")
+    assert.are.equal(want, (sh("cat " .. src .. " | strace -f -qq -e trace=splice -o " .. log
+      .. " " .. copy .. " | cat | md5sum")))
+    local calls = select(2, slurp(log):gsub("splice%(", ""))
+    assert.is_true(calls > 0, "splice was used")
+    -- the control: the same bytes without the fast path, and no splice
+    assert.are.equal(want, (sh("cat " .. src .. " | RILL_NO_FASTPATH=1 strace -f -qq -e "
+      .. "trace=splice -o " .. log .. " " .. copy .. " | cat | md5sum")))
+    assert.are.equal(0, select(2, slurp(log):gsub("splice%(", "")))
+    -- into a regular file
+    local out = path("splice.out")
+    sh("cat " .. src .. " | " .. rill_e("rill.stream.pipeline(rill.stdin, rill.fs.writer(rill.argv[1]))")
+      .. " " .. out)
+    assert.are.equal(want, (sh("md5sum < " .. out)))
+  end)
+
+  it("keeps every byte through EINTR and EAGAIN, and falls back to copying on EINVAL", function()
+    if not have_strace() then
+      pending("strace is not installed")
+      return
+    end
+    local want = sh("md5sum < " .. src)
+    local function through(inject)
+      return (sh("cat " .. src .. " | strace -f -qq -o /dev/null " .. inject .. " " .. copy
+        .. " | cat | md5sum"))
+    end
+    assert.are.equal(want, through("-e inject=splice:error=EINTR:when=2+3"))
+    assert.are.equal(want, through("-e inject=splice:error=EAGAIN:when=1+2"))
+    assert.are.equal(want, through("-e inject=splice:error=EINVAL:when=1"))
+  end)
+
+  it("a reader that goes away (EPIPE) ends rill quietly with status 0", function()
+    local out, code = sh("cat " .. src .. " " .. src .. " " .. src .. " | " .. copy
+      .. " | head -c 10; exit ${PIPESTATUS[1]}")
+    assert.are.equal(10, #out)
+    assert.are.equal(0, code)
+  end)
+
+  it("an empty stdin ends stdout at once", function()
+    local out, code = sh(": | " .. copy .. " | wc -c")
+    assert.are.equal(0, code)
+    assert.are.equal(0, tonumber(out))
+  end)
+end)

@@ -372,6 +372,109 @@ describe("rill.net", function()
     end)
   end)
 
+  -- Sockets as sources of the native fast path (splice through a pipe of its own).
+  local function payload(n)
+    local t = {}
+    for i = 1, n // 64 do t[i] = ("%063d\n"):format(i) end
+    return table.concat(t)
+  end
+
+  it("a socket piped into a file or another socket: every byte, ends as the plain pipe does",
+    function()
+      local fs = require "rill.fs"
+      local out = os.tmpname()
+      local data = payload(4 * 1024 * 1024)
+      run(function()
+        -- socket -> file
+        local done
+        local srv = assert(net.listen {
+          port = 0,
+          on_connection = function(sock)
+            sock:write("hello") -- writes still work while the reads are lent
+            done = { stream.pipeline(sock, fs.writer(out)) }
+          end,
+        })
+        local c = assert(net.connect("127.0.0.1", srv.port))
+        for k = 1, #data, 65536 do c:write(data:sub(k, k + 65535)) end
+        c:close()
+        assert.are.equal("hello", collect(c))
+        while done == nil do rill.sleep(2) end
+        assert.is_true(done[1])
+        local f = assert(io.open(out, "rb"))
+        assert.is_true(f:read("a") == data)
+        f:close()
+        srv:close()
+        -- socket -> socket: a proxy in front of an echo server, both directions piped
+        local echo = echo_server()
+        local proxy = assert(net.listen {
+          port = 0,
+          half_open = true, -- each direction ends on its own, as scripts/proxy.lua
+          on_connection = function(a)
+            local b = assert(net.connect("127.0.0.1", echo.port, { half_open = true }))
+            stream.pipeline(a, b, function() end)
+            stream.pipeline(b, a, function() end)
+          end,
+        })
+        local p = assert(net.connect("127.0.0.1", proxy.port))
+        local reader = rill.spawn(collect, p)
+        for k = 1, #data, 65536 do p:write(data:sub(k, k + 65535)) end
+        p:close()
+        assert.is_true(reader:join() == data)
+        proxy:close()
+        echo:close()
+      end)
+      os.remove(out)
+    end)
+
+  it("a peer reset while its socket is piped into a file fails the pipeline with ECONNRESET",
+    function()
+      local fs = require "rill.fs"
+      local out = os.tmpname()
+      run(function()
+        local result
+        local srv = assert(net.listen {
+          port = 0,
+          on_connection = function(sock)
+            sock:write(string.rep("y", 65536)) -- the client never reads it: its close resets
+            result = { stream.pipeline(sock, fs.writer(out)) }
+          end,
+        })
+        local c = assert(net.connect("127.0.0.1", srv.port))
+        c:write(payload(256 * 1024))
+        rill.sleep(50)
+        c:destroy()
+        while result == nil do rill.sleep(2) end
+        assert.is_nil(result[1])
+        assert.are.equal("ECONNRESET", result[2].code)
+        srv:close()
+      end)
+      os.remove(out)
+    end)
+
+  it("destroying a socket while the fast path copies it ends the copy at once", function()
+    run(function()
+      local accepted, result
+      local srv = assert(net.listen {
+        port = 0,
+        on_connection = function(sock)
+          accepted = sock
+          result = { stream.pipeline(sock, require("rill.fs").writer("/dev/null")) }
+        end,
+      })
+      local c = assert(net.connect("127.0.0.1", srv.port))
+      c:write(payload(64 * 1024)) -- the peer stays open: only the destroy can end the copy
+      while accepted == nil do rill.sleep(2) end
+      rill.sleep(20)
+      local t0 = os.time()
+      accepted:destroy()
+      while result == nil do rill.sleep(2) end
+      assert.is_true(os.time() - t0 <= 2)
+      assert.is_nil(result[1])
+      c:destroy()
+      srv:close()
+    end)
+  end)
+
   it("raises on misuse", function()
     assert.has_error(function() net.listen() end)
     assert.has_error(function() net.listen { port = 1 } end)
