@@ -63,7 +63,9 @@ typedef struct repl_s {
   int stdin_flags; /* fd 0's file status flags before uv_poll_init made it non-blocking */
   char *prompt;
   char *histfile;
-  int fn_line, fn_int, fn_complete, thread_ref;
+  int fn_line, fn_int, fn_complete, thread_ref, look_ref;
+  uint64_t looked; /* the loop time find_stdin last looked (valid if looked_valid) */
+  int looked_valid;
   lua_State *volatile thread;        /* the task evaluating input: Ctrl-C arms its hook */
   volatile sig_atomic_t int_pending; /* a SIGINT the loop has not handled yet */
   volatile sig_atomic_t int_state;   /* r->state when that SIGINT came */
@@ -346,34 +348,40 @@ static void uninstall(repl_t *r) {
  * meanwhile, the terminal in its normal mode (lines, echo, Ctrl-D), and comes back after.
  * Ctrl-C destroys rill.stdin with an "interrupted" error and brings the prompt back. */
 
-static int find_stdin_p(lua_State *L) {
-  repl_t *r = lua_touserdata(L, 1);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  if (lua_getfield(L, -1, "rill.stdio") != LUA_TTABLE) return 0;
-  lua_pushliteral(L, "stdin");
-  if (lua_rawget(L, -2) != LUA_TUSERDATA) return 0; /* raw: its __index would open it */
-  rill_stream_t *s = rill__tostream(L, -1);
-  if (s && rill_uvs_of(s)) {
-    rill_stream_ref(s);
-    r->in = s;
+/* Looks for rill.stdin where rill.stdio keeps it once opened, with raw accesses to values that
+ * exist already (r->look_ref: {package.loaded, "rill.stdio", "stdin"}): nothing allocates, so
+ * nothing raises, and the prompt can look before each wait. */
+static void find_stdin(repl_t *r) {
+  /* Once per millisecond of loop time at most: the prompt looks before every wait of the
+   * loop, and a loop turning fast (tasks yielding with sleep(0)) would pay for it. */
+  uint64_t now = uv_now(r->ctx->loop.uv);
+  if (now == r->looked && r->looked_valid) return;
+  r->looked = now;
+  r->looked_valid = 1;
+  lua_State *L = r->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->look_ref);
+  if (lua_istable(L, -1) && lua_rawgeti(L, -1, 1) == LUA_TTABLE) {
+    lua_rawgeti(L, -2, 2);
+    if (lua_rawget(L, -2) == LUA_TTABLE) { /* the module */
+      lua_rawgeti(L, -3, 3);
+      if (lua_rawget(L, -2) == LUA_TUSERDATA) { /* raw: its __index would open it */
+        rill_stream_t *s = rill__tostream(L, -1);
+        if (s && rill_uvs_of(s)) {
+          rill_stream_ref(s);
+          r->in = s;
+        }
+      }
+    }
   }
-  return 0;
+  lua_settop(L, top);
 }
 
 /* Nonzero while rill.stdin over the terminal can still read it (not ended nor destroyed); with
  * now set, only when it reads it at this moment. */
 static int stdin_holds(repl_t *r, int now) {
   if (!r->tty || r->detached) return 0;
-  if (r->in == NULL && r->L) {
-    /* Not opened by the time we last looked: look again (protected: Lua may be short of
-     * memory). */
-    lua_State *L = r->L;
-    int top = lua_gettop(L);
-    lua_pushcfunction(L, find_stdin_p);
-    lua_pushlightuserdata(L, r);
-    (void)lua_pcall(L, 1, 0, 0);
-    lua_settop(L, top);
-  }
+  if (r->in == NULL && r->L) find_stdin(r); /* not opened when we last looked */
   rill_stream_t *s = r->in;
   /* The state first: the adapter of a destroyed stream may be gone. */
   if (s == NULL || (rill_stream_state(s) & (RILL_SS_DESTROYED | RILL_SS_READ_ENDED))) return 0;
@@ -804,6 +812,14 @@ static int l_open(lua_State *L) {
   /* The references first: luaL_ref may raise, and nothing is allocated yet. */
   int fn_line = ref_fn(L, 1, "on_line"), fn_int = ref_fn(L, 1, "on_interrupt");
   int fn_complete = ref_fn(L, 1, "complete");
+  lua_createtable(L, 3, 0);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_rawseti(L, -2, 1);
+  lua_pushliteral(L, "rill.stdio");
+  lua_rawseti(L, -2, 2);
+  lua_pushliteral(L, "stdin");
+  lua_rawseti(L, -2, 3);
+  int look_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   repl_t *r = calloc(1, sizeof *r);
   char *histfile = hist ? strdup(hist) : NULL;
   if (r == NULL || (hist && histfile == NULL)) {
@@ -812,12 +828,14 @@ static int l_open(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, fn_line);
     luaL_unref(L, LUA_REGISTRYINDEX, fn_int);
     luaL_unref(L, LUA_REGISTRYINDEX, fn_complete);
+    luaL_unref(L, LUA_REGISTRYINDEX, look_ref);
     return luaL_error(L, "open: out of memory");
   }
   r->histfile = histfile;
   r->fn_line = fn_line;
   r->fn_int = fn_int;
   r->fn_complete = fn_complete;
+  r->look_ref = look_ref;
   r->thread_ref = LUA_NOREF;
   r->L = ctx->L;
   r->owner = pthread_self();
@@ -843,6 +861,7 @@ static int l_open(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, fn_line);
     luaL_unref(L, LUA_REGISTRYINDEX, fn_int);
     luaL_unref(L, LUA_REGISTRYINDEX, fn_complete);
+    luaL_unref(L, LUA_REGISTRYINDEX, look_ref);
     return luaL_error(L, "open: cannot watch the terminal");
   }
   uv_async_init(uv, &r->async, async_cb);
@@ -907,6 +926,7 @@ static int l_read(lua_State *L) {
   catch_sigint(r);
   if (r->detached) return 0;
   if (r->tty) {
+    r->looked_valid = 0; /* what was evaluated may have opened rill.stdin just now */
     if (stdin_holds(r, 1))
       lend(r);
     else
@@ -980,7 +1000,8 @@ static int l_close(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, r->fn_int);
   luaL_unref(L, LUA_REGISTRYINDEX, r->fn_complete);
   luaL_unref(L, LUA_REGISTRYINDEX, r->thread_ref);
-  r->fn_line = r->fn_int = r->fn_complete = r->thread_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, r->look_ref);
+  r->fn_line = r->fn_int = r->fn_complete = r->thread_ref = r->look_ref = LUA_NOREF;
   r->thread = NULL;
   close_all(r);
   return 0;
