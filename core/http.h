@@ -75,9 +75,9 @@ int rill_http_res_head_sent(const rill_stream_t *res);
  * they close after the idle timeout, when the server closes them, or when they receive
  * anything. A request on a reused connection that ends or fails before any byte of the response
  * arrived (the server closed it meanwhile) is sent again, once, on a new connection, when that
- * is safe: an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and no body byte sent
- * yet. A "Connection: close" header among the request's headers keeps the connection out of
- * the pool. */
+ * is safe: an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose body, if any,
+ * was at most 64 KiB so far (those bytes are kept, by reference, until the response begins). A
+ * "Connection: close" header among the request's headers keeps the connection out of the pool. */
 typedef struct rill_http_agent_s rill_http_agent_t;
 
 typedef struct {

@@ -184,8 +184,8 @@ typedef struct {
   int retry_ok;             /* the request may be sent again (idempotent, not retried yet) */
   int req_done;             /* the whole request was written */
   int got_bytes;            /* some of the response arrived */
-  int64_t body_sent;
-  char *head; /* the request head, kept for a retry */
+  rill_chain_t kept;        /* body chunks sent on a reused connection, kept for a retry */
+  char *head;               /* the request head, kept for a retry */
   size_t hlen;
   int port;
   char host[256];
@@ -193,7 +193,11 @@ typedef struct {
 
 static const rill_stream_impl_t creq_impl, cres_impl;
 
+/* Body bytes kept for sending again: past this, a request is not retried. */
+#define RETRY_KEEP ((size_t)64 << 10)
+
 static void cli_free(cli_t *c) {
+  rill_chain_clear(&c->kept);
   rill_http_parser_free(c->p);
   if (c->agent) agent_unref(c->agent);
   free(c->head);
@@ -349,10 +353,9 @@ static void release_conn(cli_t *c, int clean) {
 
 /* A reused connection that the server closed before answering (it timed the connection out
  * as we reused it) may be tried again on a new one, once, when sending the request again is
- * safe. */
+ * safe: an idempotent method, and a body (if any) small enough to have been kept. */
 static int may_retry(const cli_t *c) {
-  return c->reused && c->retry_ok && !c->got_bytes && c->body_sent == 0 && !c->failed &&
-         !c->finished;
+  return c->reused && c->retry_ok && !c->got_bytes && !c->failed && !c->finished;
 }
 
 static void retry(cli_t *c) {
@@ -370,7 +373,26 @@ static void retry(cli_t *c) {
     sock_gone(c);
     return;
   }
+  /* The body as far as it was written, framed again. */
+  int full = 0;
+  rill_view_t v;
+  while (rill_chain_shift(&c->kept, &v) == 0) {
+    if (c->chunked) {
+      char line[32];
+      int n = snprintf(line, sizeof line, "%zx\r\n", v.len);
+      rill_stream_write_bytes(c->sock, line, (size_t)n, NULL, NULL);
+    }
+    rill_chunk_t ch;
+    rill_chunk_from_view(&ch, &v);
+    full = rill_stream_write(c->sock, &ch, NULL, NULL) == 1;
+    if (c->chunked) full = rill_stream_write_bytes(c->sock, "\r\n", 2, NULL, NULL) == 1;
+  }
   if (c->req_done && c->chunked) rill_stream_write_bytes(c->sock, "0\r\n\r\n", 5, NULL, NULL);
+  /* A write that waited for the old socket's drain waits for the new one's, or is done. */
+  if (c->write_wait && !full && c->req) {
+    c->write_wait = 0;
+    rill_stream_write_done(c->req, NULL);
+  }
 }
 
 static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t *ev) {
@@ -378,7 +400,10 @@ static void sock_event(rill_listener_t *l, rill_stream_t *s, const rill_event_t 
   switch (ev->type) {
     case RILL_EV_DATA: {
       if (c->finished || c->failed) break;
-      c->got_bytes = 1;
+      if (!c->got_bytes) {
+        c->got_bytes = 1;
+        rill_chain_clear(&c->kept); /* no retry any more */
+      }
       const rill_view_t *v = &ev->chunk->view;
       size_t off = 0;
       while (off < v->len && !c->finished && !c->failed) {
@@ -457,7 +482,16 @@ static void creq_write(rill_stream_t *s, const rill_chunk_t *chunk) {
     rill_stream_write_done(s, NULL);
     return;
   }
-  c->body_sent += (int64_t)chunk->view.len;
+  if (c->reused && c->retry_ok && !c->got_bytes) {
+    /* Kept (a reference, no copy) in case the connection turns out closed under us. */
+    rill_view_t v;
+    rill_view_slice(&v, &chunk->view, 0, chunk->view.len);
+    if (c->kept.bytes + v.len > RETRY_KEEP || rill_chain_push(&c->kept, &v) != 0) {
+      rill_view_release(&v);
+      rill_chain_clear(&c->kept);
+      c->retry_ok = 0;
+    }
+  }
   if (c->chunked) {
     char line[32];
     int n = snprintf(line, sizeof line, "%zx\r\n", chunk->view.len);
@@ -607,6 +641,7 @@ int rill_http_request(rill_loop_t *loop, const rill_http_request_opts_t *o,
   c->cb = cb;
   c->arg = arg;
   c->loop = loop;
+  rill_chain_init(&c->kept);
   c->port = o->port;
   snprintf(c->host, sizeof c->host, "%s", o->host);
   c->chunked = o->content_length == RILL_HTTP_CHUNKED;

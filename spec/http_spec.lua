@@ -623,10 +623,36 @@ describe("rill.http client", function()
   it("sends an idempotent request again, once, when the server closed the reused connection",
      function()
     run(function()
-      -- Each connection answers one request, then closes on reading the next one: what a
-      -- server does when its keep-alive timeout strikes as the request arrives.
+      -- Each connection answers one request ("ok:" and its body), then closes on reading the
+      -- next one: what a server does when its keep-alive timeout strikes as the request
+      -- arrives.
       local conns = 0
       local socks = {}
+      -- The body of the request at the front of buf and where it ends, or nil when incomplete.
+      local function body_of(buf)
+        local e = buf:find("\r\n\r\n", 1, true)
+        if not e then return nil end
+        local head = buf:sub(1, e)
+        local len = tonumber(head:match("[Cc]ontent%-[Ll]ength: (%d+)"))
+        if len then
+          if #buf < e + 3 + len then return nil end
+          return buf:sub(e + 4, e + 3 + len), e + 3 + len
+        end
+        if not head:find("chunked", 1, true) then return "", e + 3 end
+        local parts, at = {}, e + 4
+        while true do
+          local ls, le, hex = buf:find("^(%x+)\r\n", at)
+          if not ls then return nil end
+          local n = tonumber(hex, 16)
+          if n == 0 then
+            if #buf < le + 2 then return nil end
+            return table.concat(parts), le + 2
+          end
+          if #buf < le + n + 2 then return nil end
+          parts[#parts + 1] = buf:sub(le + 1, le + n)
+          at = le + n + 3
+        end
+      end
       local srv = assert(net.listen{ port = 0, on_connection = function(sock)
         conns = conns + 1
         socks[#socks + 1] = sock
@@ -634,42 +660,53 @@ describe("rill.http client", function()
           local buf, served = "", 0
           for chunk in sock:chunks() do
             buf = buf .. tostring(chunk)
-            local e = buf:find("\r\n\r\n", 1, true)
-            local len = e and tonumber(buf:match("[Cc]ontent%-[Ll]ength: (%d+)")) or 0
-            if e and #buf >= e + 3 + len then
-              buf = buf:sub(e + 4 + len)
+            local body, stop = body_of(buf)
+            if body then
+              buf = buf:sub(stop + 1)
               served = served + 1
               if served == 2 then
                 sock:destroy()
                 return
               end
-              sock:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+              sock:write("HTTP/1.1 200 OK\r\nContent-Length: " .. (3 + #body) .. "\r\n\r\nok:" ..
+                         body)
             end
           end
         end)
       end })
       local agent = http.agent()
       local u = "http://127.0.0.1:" .. srv.port .. "/"
-      local r = assert(http.request{ url = u, agent = agent })
-      assert.are.equal("ok", tostring(r:collect()))
+      local function req(o)
+        o.url, o.agent = u, agent
+        local r, err = http.request(o)
+        if not r then return nil, err end
+        return tostring(r:collect())
+      end
+      assert.are.equal("ok:", req{})
       assert.are.equal(1, conns)
       -- GET on the pooled connection: the server closes it; sent again on a new one.
-      r = assert(http.request{ url = u, agent = agent })
-      assert.are.equal("ok", tostring(r:collect()))
+      assert.are.equal("ok:", req{})
       assert.are.equal(2, conns)
       -- POST is not idempotent: the failure is the caller's to see.
-      local err
-      r, err = http.request{ method = "POST", url = u, agent = agent, body = "x" }
-      assert.is_nil(r)
+      local out, err = req{ method = "POST", body = "x" }
+      assert.is_nil(out)
       assert.are.equal("ECONNRESET", err.code)
       assert.are.equal(2, conns)
-      -- A DELETE without a body is safe again.
-      r = assert(http.request{ url = u, agent = agent })
-      assert.are.equal("ok", tostring(r:collect()))
+      assert.are.equal("ok:", req{})
       assert.are.equal(3, conns)
-      r = assert(http.request{ method = "DELETE", url = u, agent = agent })
-      assert.are.equal("ok", tostring(r:collect()))
+      -- PUT and DELETE are idempotent: sent again with their bodies (kept up to 64 KiB).
+      assert.are.equal("ok:put body", req{ method = "PUT", body = "put body" })
       assert.are.equal(4, conns)
+      local streamed = string.rep("s", 50000)
+      assert.are.equal("ok:" .. streamed, req{ method = "PUT", body = stream.from(streamed) })
+      assert.are.equal(5, conns)
+      assert.are.equal("ok:", req{ method = "DELETE" })
+      assert.are.equal(6, conns)
+      -- A body too large to keep is not sent again.
+      out, err = req{ method = "PUT", body = string.rep("b", 70000) }
+      assert.is_nil(out)
+      assert.are.equal("ECONNRESET", err.code)
+      assert.are.equal(6, conns)
       agent:close()
       for _, s in ipairs(socks) do s:destroy() end
       srv:close()
