@@ -675,6 +675,11 @@ static void res_final(rill_stream_t *s) {
   }
   if (!ex->head_sent) send_head(ex, 1);
   if (ex->chunked && !ex->head_only) sock_write(c, "0\r\n\r\n", 5);
+  /* A body shorter than its Content-Length: the client learns it from the close, instead of
+   * waiting for bytes that never come while the connection carries the next response. */
+  if (ex->content_length >= 0 && ex->body_bytes < ex->content_length && !ex->head_only &&
+      ex->status != 204 && ex->status != 304)
+    ex->keep_alive = 0;
   ex->res_done = 1;
   rill_stream_final_done(s, NULL);
   if (ex->req_done) {

@@ -15,6 +15,7 @@ local CLEAN = "env -u LD_PRELOAD "
 --   /big/N        N KiB of "x" written in 16 KiB pieces
 --   /peer         the client's address and port (the same port: the same connection)
 --   /close        the same, with "Connection: close"
+--   /shortlen     "abc" with a Content-Length of 10
 --   /date         sets its own Date header
 --   /ignore       answers without reading the body
 --   /fail         the handler raises
@@ -55,6 +56,9 @@ local srv = assert(http.listen{port = 0, max_header_size = 2048, headers_timeout
     req:collect()
     res:header("Connection", "close")
     res:close(req.remote_address .. ":" .. req.remote_port)
+  elseif path == "/shortlen" then
+    res:header("Content-Length", 10)
+    res:close("abc")
   elseif path == "/date" then
     res:header("Date", "Thu, 01 Jan 1970 00:00:00 GMT")
     res:close("dated")
@@ -270,6 +274,21 @@ describe("rill.http server", function()
       assert.are.equal("close", list[4].headers.connection)
       assert.are.equal("<EOF>", rest)
     end
+  end)
+
+  it("closes the connection after a body shorter than its Content-Length", function()
+    local out = raw({ "GET /shortlen HTTP/1.1\r\nHost: a\r\n\r\n" ..
+                      "GET /len HTTP/1.1\r\nHost: a\r\n\r\n" }, 2)
+    assert.matches("^HTTP/1.1 200 OK\r\n", out)
+    assert.matches("Content%-Length: 10\r\n", out)
+    -- The three bytes, then the close: the pipelined request after it is not answered.
+    assert.matches("\r\n\r\nabc<EOF>$", out)
+    -- A HEAD of the same keeps the connection.
+    out = raw({ "HEAD /shortlen HTTP/1.1\r\nHost: a\r\n\r\n" ..
+                "GET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" })
+    local list, rest = responses(out:gsub("Content%-Length: 10", "Content-Length: 0", 1))
+    assert.are.equal(2, #list)
+    assert.are.equal("<EOF>", rest)
   end)
 
   it("sends the head only for HEAD", function()
