@@ -1451,6 +1451,39 @@ static int liter_end(lua_State *L, liter_t *it) {
 }
 
 static int liter_k(lua_State *L, int status, lua_KContext kctx);
+static int liter_step(lua_State *L, liter_t *it);
+
+static void ready_waiter(rill_waiter_t *w, rill_stream_t *s, const rill_event_t *ev) {
+  twait_t *tw = w->arg;
+  if (tw->B->L == NULL) {
+    free(tw);
+    return;
+  }
+  lua_State *T = tw->T;
+  rill_stream_unref(s);
+  free(tw);
+  rill__task_wake(T, 0);
+}
+
+/* wait_ready(r): in a task, waits until r has a chunk, its end or an error, and returns
+ * nothing: the iterator then takes it itself (the chunk never becomes a Lua buffer). */
+static int l_wait_ready(lua_State *L) {
+  lstream_t *ls = ((lud_t *)lua_touserdata(L, 1))->ls;
+  rill__task_check(L, "lines");
+  twait_t *tw = malloc(sizeof *tw);
+  if (tw == NULL) return luaL_error(L, "not enough memory");
+  tw->B = ls->B;
+  tw->T = L;
+  tw->ls = ls;
+  rill_stream_ref(ls->s);
+  rill_stream_wait(ls->s, &tw->w, WAIT_MASK, ready_waiter, tw);
+  return rill__task_wait(L);
+}
+
+static int liter_resume(lua_State *L, int status, lua_KContext kctx) {
+  lua_settop(L, 0);
+  return liter_step(L, lua_touserdata(L, IT_STATE));
+}
 
 static int liter_step(lua_State *L, liter_t *it) {
   rill_split_rec_t rec;
@@ -1485,7 +1518,15 @@ static int liter_step(lua_State *L, liter_t *it) {
     it->len = it->c.view.len;
     it->pos = 0;
   }
-  /* Nothing ready (or an object-mode stream): read waits, then liter_k splits its chunk. */
+  if (!(rill_stream_flags(((lud_t *)lua_touserdata(L, IT_STREAM))->ls->s) &
+        RILL_STREAM_OBJECT_READ)) {
+    /* Nothing ready: wait for the next chunk (or the end), then take it as above. */
+    lua_pushcfunction(L, l_wait_ready);
+    lua_pushvalue(L, IT_STREAM);
+    lua_callk(L, 1, 0, 0, liter_resume);
+    return liter_resume(L, LUA_OK, 0);
+  }
+  /* An object-mode stream: read waits, then liter_k splits the chunk it returns. */
   lua_pushvalue(L, IT_READ);
   lua_pushvalue(L, IT_STREAM);
   lua_callk(L, 1, 2, 0, liter_k);
@@ -1522,11 +1563,16 @@ static int liter_gc(lua_State *L) {
 
 /* lines_iter(r, read, closer [, max_line_length]) -> the iterator of r:lines() */
 static int l_lines_iter(lua_State *L) {
-  checkls(L, 1);
+  lstream_t *ls = checkls(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_Integer max = luaL_optinteger(L, 4, 0);
   luaL_argcheck(L, max >= 0, 4, "max_line_length out of range");
+  if (!ls->reader) {
+    /* The loop reads the stream: its errors are raised there (as read reports them). */
+    ls->reader = 1;
+    rill_stream_watch(ls->s, RILL_EV_ERROR, +1);
+  }
   liter_t *it = lua_newuserdatauv(L, sizeof *it, 0);
   memset(it, 0, sizeof *it);
   int r = rill_split_init(&it->sp, NULL, 0, (size_t)max);
