@@ -1,7 +1,7 @@
 """bench/jobs.py: benchmark jobs added by later issues, merged into bench/run.py's JOBS.
 
 stream (issue 3): runs bench/stream.lua under rill, which prints its own figures and ratios.
-copy, grep, chunks, rss, tcp (issue 4, native I/O): each job runs rill and its anchors (../shared/anchors/) on the same data, side by side: the
+copy, grep, chunks, rss, tcp, stdpipe (issue 4, native I/O): each job runs rill and its anchors (../shared/anchors/) on the same data, side by side: the
 contenders take turns, RILL_BENCH_RUNS times each (default 3), and the medians are compared
 against the goals the issue sets. Data comes from ../shared/anchors/gen_data.py (made on
 demand in --data) and is read once first so that every contender finds it in the page cache.
@@ -322,5 +322,39 @@ def job_http(a):
             verdict(f"http {name} file: {what} against Node", med["rill"][i] / med["node"][i], goal)
 
 
+def job_stdpipe(a):
+    """cat 1 GiB | X | cat >/dev/null, X being rill's pipeline(stdin, stdout) (splice fast path, and
+    RILL_NO_FASTPATH=1) or cat itself: the whole pipeline's wall time and X's own CPU time."""
+    src = data(a, "rand.bin")
+    code = "rill.stream.pipeline(rill.stdin, rill.stdout)"
+    mids = [
+        ("rill pipeline(stdin, stdout)", [a.rill, "-e", code], {}),
+        ("rill, RILL_NO_FASTPATH=1", [a.rill, "-e", code], {"RILL_NO_FASTPATH": "1"}),
+        ("cat", ["cat"], {}),
+    ]
+    walls = {m[0]: [] for m in mids}
+    cpus = {m[0]: [] for m in mids}
+    with tempfile.TemporaryDirectory(prefix="rillbench-") as tmp:
+        tfile = os.path.join(tmp, "t")
+        for _ in range(RUNS):
+            for label, cmd, env in mids:
+                e = dict(os.environ)
+                e.update(env)
+                mid = " ".join(f"'{x}'" for x in [GNU_TIME, "-o", tfile, "-f", "%U %S"] + cmd)
+                t0 = time.perf_counter()
+                subprocess.run(["bash", "-c", f"set -o pipefail; cat '{src}' | {mid} | cat >/dev/null"],
+                               env=e, check=True)
+                walls[label].append(time.perf_counter() - t0)
+                with open(tfile) as f:
+                    u, sy = f.read().split()[-2:]
+                cpus[label].append(float(u) + float(sy))
+    for label in walls:
+        print(f"  {label:34s} {statistics.median(walls[label]):8.3f} s   its CPU "
+              f"{statistics.median(cpus[label]):6.3f} s")
+    r, c = statistics.median(walls[mids[0][0]]), statistics.median(walls["cat"])
+    rc, cc = statistics.median(cpus[mids[0][0]]), statistics.median(cpus["cat"])
+    print(f"  stdin to stdout: wall {c / r:5.2f}x cat's speed, CPU {cc / rc:5.2f}x less than cat's")
+
+
 JOBS = {"stream": job_stream, "copy": job_copy, "grep": job_grep, "chunks": job_chunks, "rss": job_rss, "tcp": job_tcp,
-        "gzip": job_gzip, "http": job_http}
+        "gzip": job_gzip, "http": job_http, "stdpipe": job_stdpipe}
