@@ -225,8 +225,9 @@ static void guard(int fd, const struct iovec *iov, int cnt, void *arg) {
  * running a stream's Lua hook, say). While an evaluation runs, the hook interrupts at once. At
  * the prompt the code running is someone else's (a timer, a transform): it is interrupted only
  * if it keeps the loop from handling the Ctrl-C for GRACE_MS, so a Ctrl-C that clears a line
- * does not hit a busy but healthy callback. A second Ctrl-C before the loop got to the first
- * interrupts at once; a third ends the process (a long C call never reaches the hook). */
+ * does not hit a busy but healthy callback; a second Ctrl-C before the loop got to the first
+ * interrupts at once. Once the hook interrupts at once, a further Ctrl-C before the loop gets
+ * to it ends the process (a long C call never reaches the hook). */
 
 #define GRACE_MS 250
 #define GRACE_COUNT 1000 /* instructions between looks at the clock */
@@ -279,9 +280,7 @@ static void on_sigint(int signo) {
     if (tcgetattr(STDIN_FILENO, &t) == 0 && (t.c_lflag & (ECHO | ECHOCTL)) == (ECHO | ECHOCTL))
       r->echoed = 1;
   }
-  if (r->hook_armed && r->int_now) {
-    signal(SIGINT, SIG_DFL); /* the hook never ran: the next Ctrl-C ends the process */
-  } else {
+  if (!(r->hook_armed && r->int_now)) {
     r->int_now = r->state == S_RUNNING || again;
     if (!again) r->int_time = now_ms();
     r->hook_armed = 1;
@@ -290,6 +289,9 @@ static void on_sigint(int signo) {
     arm(r, r->L);
     arm(r, r->thread);
     arm(r, r->ctx->task_now);
+    /* As lua.c: should the hook never run (a long C call), the next Ctrl-C ends the process.
+     * The loop puts this handler back as soon as it gets the Ctrl-C. */
+    if (r->int_now) signal(SIGINT, SIG_DFL);
   }
   r->int_pending = 1;
   uv_async_send(&r->async);

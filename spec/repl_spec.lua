@@ -62,7 +62,9 @@ function Term.start(args, home)
   local cmd = { "env", "-u", "RILL_HISTORY", "HOME=" .. self.home, helper.bin }
   for _, a in ipairs(args or {}) do cmd[#cmd + 1] = a end
   for i, a in ipairs(cmd) do cmd[i] = shell_quote(a) end
-  local script = table.concat(cmd, " ") .. '; echo "[exit $?]"; ' ..
+  -- The shell traps SIGINT (a handler: rill still starts with the default) so that it outlives
+  -- a rill that a Ctrl-C ends, and reports how it ended.
+  local script = "trap : INT; " .. table.concat(cmd, " ") .. '; echo "[exit $?]"; ' ..
       'case "$(stty -a)" in *-icanon*) echo "[tty raw]";; *) echo "[tty sane]";; esac; read x'
   local out, ok = sh(string.format("TMUX= tmux -L %s -f /dev/null new-session -d -s t -x 100 -y 50 %s",
     self.sock, shell_quote(script)))
@@ -589,6 +591,17 @@ describe("the REPL in a terminal", function()
     end, "the interruption and the prompt")
     assert.matches("\ninterrupted!\nstack traceback:\n%s+stdin:1: in function <stdin:1>", s)
     assert.equals("6", t:run("kept + 1"))
+    -- an impatient second Ctrl-C interrupts at once; it does not end the process
+    before = count_prompts(t:screen())
+    t:send("rill.timeout(20, function() io.write('spin again\\n') while true do end end)")
+    t:key("Enter")
+    t:wait(function(s) return last_line(s) == "spin again" end, "the callback to spin")
+    t:key("C-c")
+    t:key("C-c")
+    s = t:wait(function(s)
+      return select(2, s:gsub("\ninterrupted!\n", "")) == 2 and last_line(s) == ">"
+    end, "the second interruption and the prompt")
+    assert.equals("7", t:run("kept + 2"))
     t:key("C-d")
     assert.equals(0, (t:exit_status()))
   end)
@@ -608,6 +621,19 @@ describe("the REPL in a terminal", function()
     assert.equals("", t:run("seen = n"))
     assert.equals("true", t:run("rill.sleep(100) return n > seen"))
     assert.equals("", t:run("tk:stop()"))
+  end)
+
+  it("a Ctrl-C the Lua code never sees (a long C call) is followed by one that ends the process", function()
+    t = Term.start()
+    t:wait(function(s) return last_line(s) == ">" end, "the prompt")
+    t:send("io.write('reading\\n') return io.read()") -- a blocking read: no Lua runs until it returns
+    t:key("Enter")
+    t:wait(function(s) return last_line(s) == "reading" end, "the read to start")
+    t:key("C-c")
+    t:key("C-c")
+    local code, s = t:exit_status()
+    assert.equals(130, code)
+    assert.matches("%[tty sane%]", s)
   end)
 
   it("one Ctrl-C interrupts a stream's Lua hook spinning in a pooled task; other streams go on", function()
