@@ -50,8 +50,18 @@ int rill_stdio_open(rill_loop_t *loop, int fd, rill_stream_t **out) {
     uv_handle_type t = uv_guess_handle(fd);
     if (t == UV_TTY || t == UV_NAMED_PIPE || t == UV_TCP) {
       if (stdin_flags < 0) stdin_flags = fcntl(fd, F_GETFL);
+      /* libuv reads a terminal through a descriptor of its own, reopened so that making it
+       * non-blocking leaves the terminal's other users alone, but it puts that descriptor over
+       * fd 0 too, close-on-exec: child processes would start without a stdin, and a read of
+       * fd 0 (io.read) would fail with EAGAIN. fd 0 gets its own terminal back. */
+      int keep = t == UV_TTY ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
       rill_uvs_t *u;
-      return rill_uvs_open_fd(loop, fd, RILL_STREAM_READABLE, &u, out);
+      int r = rill_uvs_open_fd(loop, fd, RILL_STREAM_READABLE, &u, out);
+      uv_os_fd_t used = -1;
+      if (keep >= 0 && r == 0 && uv_fileno(&u->u.handle, &used) == 0 && used != fd)
+        (void)dup2(keep, fd);
+      if (keep >= 0) close(keep);
+      return r;
     }
     return rill_file_reader_new_fd(loop, fd, 0, NULL, out);
   }
