@@ -804,6 +804,22 @@ describe("the REPL in a terminal", function()
     assert.equals("nil", t:run("x")) -- the line was rill.stdin's
   end)
 
+  it("rill -i: a script reading rill.stdin has the terminal first, then the prompt", function()
+    local script = os.tmpname() .. ".lua"
+    write_file(script, "rill.spawn(function() for l in rill.stdin:lines() do " ..
+      "print('script got ' .. l) end print('script done') end)\n")
+    t = Term.start({ "-i", script })
+    t:wait(LENT)
+    t:send("one")
+    t:key("Enter")
+    t:wait("\nscript got one")
+    t:key("C-d")
+    local s = t:wait(function(s) return last_line(s) == ">" end, "the prompt")
+    os.remove(script)
+    assert.matches("\none\nscript got one\nscript done\n>$", s)
+    assert.equals("2", t:run("1+1"))
+  end)
+
   it("Ctrl-C takes the terminal back from rill.stdin, which fails with interrupted", function()
     t = Term.start()
     -- the evaluation reads rill.stdin: it fails, and shows it
