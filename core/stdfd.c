@@ -15,7 +15,7 @@ static void (*guard_cb)(int fd, const struct iovec *iov, int cnt, void *arg);
 static void *guard_arg;
 
 void rill_stdio_guard(int fd, const struct iovec *iov, int cnt) {
-  if (guard_cb && (fd == 1 || fd == 2)) guard_cb(fd, iov, cnt, guard_arg);
+  if (guard_cb && (fd == 1 || fd == 2) && isatty(fd)) guard_cb(fd, iov, cnt, guard_arg);
 }
 
 /* Before a write to a terminal on fd 1 or 2 (the fd is the writer's arg). */

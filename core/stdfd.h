@@ -32,8 +32,8 @@ void rill_stdio_on_error(rill_stream_t *s, void (*cb)(rill_stream_t *s, int code
  * garble the line being typed. Streams over other descriptors never call it. */
 void rill_stdio_set_guard(void (*guard)(int fd, const struct iovec *iov, int cnt, void *arg),
                           void *arg);
-/* Calls the guard, if one is set and fd is 1 or 2: for code that writes to the terminal
- * itself (a progress bar), right before it does. */
+/* Calls the guard, if one is set and fd is 1 or 2 and a terminal: for code that writes to the
+ * terminal itself (a progress bar), right before it does. */
 void rill_stdio_guard(int fd, const struct iovec *iov, int cnt);
 /* Puts fd 0's flags back as they were before rill_stdio_open made it non-blocking. */
 void rill_stdio_restore(void);

@@ -51,9 +51,9 @@ local function have_tmux()
   return os.execute("command -v tmux >/dev/null 2>&1")
 end
 
--- Term.start(args [, home]): rill args in an 100x50 pane with HOME = home (a new temp dir by
--- default). After rill exits the pane prints "[exit N]" and "[tty sane]" or "[tty raw]".
-function Term.start(args, home)
+-- Term.start(args [, home [, stderr]]): rill args in an 100x50 pane with HOME = home (a new
+-- temp dir by default), its stderr sent to the file stderr if given. After rill exits the pane prints "[exit N]" and "[tty sane]" or "[tty raw]".
+function Term.start(args, home, stderr)
   assert(have_tmux(), "tmux not found: install the Debian package 'tmux' (or run .ci/setup)")
   seq = seq + 1
   local self = setmetatable({}, Term)
@@ -62,6 +62,7 @@ function Term.start(args, home)
   local cmd = { "env", "-u", "RILL_HISTORY", "HOME=" .. self.home, helper.bin }
   for _, a in ipairs(args or {}) do cmd[#cmd + 1] = a end
   for i, a in ipairs(cmd) do cmd[i] = shell_quote(a) end
+  if stderr then cmd[#cmd + 1] = "2>" .. shell_quote(stderr) end
   -- The shell traps SIGINT (a handler: rill still starts with the default) so that it outlives
   -- a rill that a Ctrl-C ends, and reports how it ended.
   local script = "trap : INT; " .. table.concat(cmd, " ") .. '; echo "[exit $?]"; ' ..
@@ -876,6 +877,24 @@ describe("the REPL in a terminal", function()
     end, "the finished bar above the line being typed")
     local bars = select(2, s:gsub("\ncopy ", ""))
     assert.equals(1, bars)
+  end)
+
+  it("does not count what goes to a stderr that is not the terminal", function()
+    local err = os.tmpname()
+    t = Term.start(nil, nil, err)
+    -- a bar forced onto stderr, a file here, while lines go to the terminal
+    local out = t:run("n = 0 src = rill.stream.readable{ read = function() end } " ..
+      "tk = rill.interval(30, function() n = n + 1 if n > 10 then tk:stop() src:push(nil) " ..
+      "else print('tick ' .. n) src:push('x') end end) " ..
+      "rill.stream.pipeline(src, rill.stream.progress{ total = 10, label = 'bar', force = true, " ..
+      "interval_ms = 10 }, rill.stream.writable{ write = function(_, _, d) d() end }, " ..
+      "function() rill.timeout(50, function() print('done') end) end)")
+    assert.equals("", (out:gsub("tick %d+\n?", "")))
+    local s = t:wait(function(s) return s:find("\ndone\n>$") ~= nil end, "done on its own line")
+    assert.matches("\ntick 1\ntick 2\ntick 3\ntick 4\ntick 5\ntick 6\ntick 7\ntick 8\n" ..
+      "tick 9\ntick 10\ndone\n>$", s)
+    assert.matches("bar %[", slurp(err))
+    os.remove(err)
   end)
 
   it("erases only the prompt's rows for output, after a line longer than the terminal", function()
