@@ -786,6 +786,12 @@ describe("the REPL in a terminal", function()
     assert.matches('\nto io.read\n"to io.read"\n>$', s2)
     t:key("C-d")
     assert.equals(0, (t:exit_status()))
+    -- the history has the REPL's lines, not what was typed to the program
+    local hist = slurp(t.home .. "/.rill_history")
+    assert.matches("rill%.stdin:read%(%)", hist) -- libedit writes spaces as \040
+    assert.not_matches("hello", hist)
+    assert.not_matches("child\n", hist)
+    assert.not_matches("1%+1", hist)
   end)
 
   it("steps aside for a reader of rill.stdin started from the loop", function()
