@@ -89,6 +89,39 @@ static void unanchor(task_t *t) {
 
 static void report_if_unjoined(void *arg);
 
+/* Decorates the failed task's error value (below it on L's stack: the thread T) with T's
+ * traceback: appended to a string, as a `traceback` field of a table. */
+static int traceback_of(lua_State *L) {
+  lua_State *T = lua_tothread(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    luaL_traceback(L, T, lua_tostring(L, 2), 0);
+  } else {
+    if (lua_type(L, 2) == LUA_TTABLE) {
+      luaL_traceback(L, T, NULL, 0);
+      lua_setfield(L, 2, "traceback");
+    }
+    lua_settop(L, 2);
+  }
+  return 1;
+}
+
+/* Replaces the error on top of T with its decorated copy. Protected, since the traceback needs
+ * memory: at an engine's memory cap the error stays as it was rather than Lua panicking. */
+static void add_traceback(lua_State *L, lua_State *T) {
+  if (lua_type(T, -1) != LUA_TSTRING && lua_type(T, -1) != LUA_TTABLE) return;
+  lua_pushcfunction(L, traceback_of);
+  lua_pushthread(T);
+  lua_xmove(T, L, 1);
+  lua_pushvalue(T, -1);
+  lua_xmove(T, L, 1);
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
+    lua_xmove(L, T, 1);
+    lua_replace(T, -2);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
 static void resume(task_t *t, int nargs) {
   lua_State *T = t->T;
   rill_ctx_t *ctx = t->ctx;
@@ -123,18 +156,12 @@ static void resume(task_t *t, int nargs) {
   } else {
     t->state = T_FAILED;
     t->nres = 1;
-    if (rill__is_exit(T, -1)) {
+    if (rill__is_exit(T, -1))
       t->joined = 1; /* rill.exit unwinding: not an error */
-    } else if (lua_type(T, -1) == LUA_TSTRING) {
-      luaL_traceback(T, T, lua_tostring(T, -1), 0);
-      lua_remove(T, -2);
-    } else if (lua_type(T, -1) == LUA_TTABLE) {
-      luaL_traceback(T, T, NULL, 0);
-      lua_setfield(T, -2, "traceback");
-    }
+    else
+      add_traceback(L, T);
   }
   ctx->live_tasks--;
-  unanchor(t);
   /* Wake every joiner with (ok, results...) copies. */
   lua_getiuservalue(L, ud, 2);
   int joiners = lua_gettop(L);
@@ -154,10 +181,12 @@ static void resume(task_t *t, int nargs) {
     lua_setiuservalue(L, ud, 2);
   }
   if (t->state == T_FAILED && !t->joined) {
-    /* Give a join in the same turn its chance before calling the failure uncaught. */
-    lua_pushvalue(L, ud);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, t); /* keep the task alive until the check */
+    /* Give a join in the same turn its chance before calling the failure uncaught. Its entry
+     * in the task table keeps it alive until the check (a new registry key could need memory
+     * the engine's cap no longer allows, outside any protected call). */
     if (rill_loop_immediate(&ctx->loop, report_if_unjoined, t) != 0) report_if_unjoined(t);
+  } else {
+    unanchor(t);
   }
   lua_settop(L, ud - 1);
 }
@@ -172,8 +201,7 @@ static void report_if_unjoined(void *arg) {
     lua_xmove(t->T, L, 1);
     rill__uncaught(L);
   }
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, t);
+  unanchor(t);
 }
 
 /* Starts the function below nargs arguments on L as a task; pushes the task. Runs it up to its
