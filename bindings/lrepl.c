@@ -382,7 +382,7 @@ static void find_stdin(repl_t *r) {
 /* Nonzero while rill.stdin over the terminal can still read it (not ended nor destroyed); with
  * now set, only when it reads it at this moment. */
 static int stdin_holds(repl_t *r, int now) {
-  if (!r->tty || r->detached) return 0;
+  if (r->detached) return 0;
   if (r->in == NULL && r->L) find_stdin(r); /* not opened when we last looked */
   rill_stream_t *s = r->in;
   /* The state first: the adapter of a destroyed stream may be gone. */
@@ -481,23 +481,31 @@ static void tty_readable(repl_t *r, int status) {
 
 static void pump(repl_t *r);
 
+/* Plain mode reads no further than the end of the line it needs, a byte at a time: what
+ * follows stays in stdin for the code the line runs (rill.stdin, io.read, a child), as with
+ * lua.c, whose reads share stdin's buffer with the code's. */
 static void plain_readable(repl_t *r, int status) {
-  if (r->cap - r->len < 4096) {
-    size_t ncap = r->cap ? r->cap * 2 : 8192;
-    char *n = realloc(r->buf, ncap);
-    if (n == NULL) {
-      r->eof = 1; /* out of memory: end the session rather than lose input silently */
-    } else {
+  while (!r->eof) {
+    if (r->len == r->cap) {
+      size_t ncap = r->cap ? r->cap * 2 : 256;
+      char *n = realloc(r->buf, ncap);
+      if (n == NULL) {
+        r->eof = 1; /* out of memory: end the session rather than lose input silently */
+        break;
+      }
       r->buf = n;
       r->cap = ncap;
     }
-  }
-  if (!r->eof) {
-    ssize_t got = status < 0 ? 0 : read(r->fd, r->buf + r->len, r->cap - r->len);
-    if (got > 0)
-      r->len += (size_t)got;
-    else if (got == 0 || (errno != EINTR && errno != EAGAIN))
+    ssize_t got = status < 0 ? 0 : read(r->fd, r->buf + r->len, 1);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && errno == EAGAIN) break; /* rill.stdin made it non-blocking */
+    if (got <= 0) {
       r->eof = 1;
+      break;
+    }
+    if (r->buf[r->len++] == '\n') break;
+    int avail = 0; /* more without blocking the loop? (a regular file may block: it is quick) */
+    if (r->pollable && (ioctl(r->fd, FIONREAD, &avail) != 0 || avail <= 0)) break;
   }
   pump(r);
 }
@@ -544,6 +552,15 @@ static void pump_tick(void *arg) {
   if (r == NULL) return;
   r->pump_queued = 0;
   pump(r);
+}
+
+/* Plain mode: pump from the next tick. 0, or UV_ENOMEM. */
+static int queue_pump(repl_t *r) {
+  if (r->pump_queued) return 0;
+  r->pump_queued = 1;
+  int e = rill_loop_next_tick(&r->ctx->loop, pump_tick, NULL);
+  if (e) r->pump_queued = 0;
+  return e;
 }
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
@@ -622,10 +639,21 @@ static void prep_cb(uv_prepare_t *p) {
   rill_loop_drain(&r->ctx->loop);
   /* Lent while it reads, given back once it ends: between two reads of a reader (which ask
    * for more from a tick) the prompt does not come and go. */
-  if (r->state == S_LENT && !stdin_holds(r, 0))
-    show_prompt(r);
-  else if (r->state == S_READING && r->installed && stdin_holds(r, 1))
-    lend(r);
+  if (r->state == S_LENT && !stdin_holds(r, 0)) {
+    if (r->tty) {
+      show_prompt(r);
+    } else {
+      r->state = S_READING;
+      queue_pump(r);
+    }
+  } else if (r->state == S_READING && (r->installed || r->polling) && stdin_holds(r, 1)) {
+    if (r->tty) {
+      lend(r);
+    } else {
+      stop_polling(r);
+      r->state = S_LENT;
+    }
+  }
   redisplay(r);
 }
 
@@ -936,13 +964,11 @@ static int l_read(lua_State *L) {
   } else {
     fputs(r->prompt, stdout);
     fflush(stdout);
-    if (!r->pump_queued) {
-      r->pump_queued = 1;
-      if (rill_loop_next_tick(&r->ctx->loop, pump_tick, NULL) != 0) {
-        r->pump_queued = 0;
-        return luaL_error(L, "read: out of memory");
-      }
-    }
+    r->looked_valid = 0;
+    if (stdin_holds(r, 1))
+      r->state = S_LENT; /* the next line waits until rill.stdin is done with stdin */
+    else if (queue_pump(r) != 0)
+      return luaL_error(L, "read: out of memory");
   }
   return 0;
 }

@@ -407,6 +407,27 @@ describe("the rill command without a terminal", function()
     assert.matches('\n> one\n"two"\n> \n$', out)
   end)
 
+  -- rill -i script with input piped in (helper.cli gives a regular file); returns stdout, status.
+  local function piped(input)
+    local out = os.tmpname()
+    local ok, how, code = os.execute(string.format("printf '%%s' %s | %s -i %s >%s 2>&1",
+      shell_quote(input), shell_quote(helper.bin), shell_quote(script), shell_quote(out)))
+    local s = slurp(out)
+    os.remove(out)
+    return s, how == "exit" and code or 128 + code
+  end
+
+  it("reads no further than each line of a pipe: what follows is there for the code", function()
+    -- a child reads the next line, then the REPL goes on with the one after
+    local out, code = piped("return os.execute(\"sh -c 'read x; echo got $x'\")\nfor the child\n1+1\n")
+    assert.equals(0, code, out)
+    assert.matches('\n> got for the child\ntrue%s+"exit"%s+0\n> 2\n> \n$', out)
+    -- rill.stdin has the rest of the input, until it ends; then the REPL sees the end
+    out, code = piped("return rill.stdin:read():tostring()\nabc\n1+1\n")
+    assert.equals(0, code, out)
+    assert.matches('\n> "abc\\n1%+1\\n"\n> \n$', out)
+  end)
+
   it("ends an unfinished chunk at EOF with its <eof> error", function()
     local _, err, code = helper.cli({ "-i", script }, "for i = 1, 2 do\n")
     assert.equals(0, code)
