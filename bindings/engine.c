@@ -11,30 +11,26 @@
 
 /* ---- small blocks: free lists per engine ----
  * A per-line Lua filter makes and drops a string per line: glibc's malloc and free (whose
- * per-thread cache keeps only a few blocks of each size, the rest going through its bins) cost
- * about a fifth of the instructions of such a loop. Blocks up to POOL_MAX bytes come instead
- * from free lists by 16-byte class, carved from arenas that the engine frees when it closes. Lua
- * gives a block's size on every free and resize, so blocks carry no header; the state is made
- * with this allocator (lua_newstate), so every block Lua frees was allocated here. The pool keeps
- * what it was given until the engine closes: its size is the peak of live small blocks. Left out
- * under AddressSanitizer, which must see every block. */
+ * per-thread cache keeps only 7 blocks of each size, the rest going through its bins) cost about
+ * a fifth of the instructions of such a loop. Blocks up to POOL_MAX bytes freed by Lua go to a
+ * free list of their 16-byte class instead and are handed out again from there (LIFO: the block
+ * reused is the one freed last, still in cache). A list keeps at most POOL_KEEP blocks; past that,
+ * and at close, blocks go back to malloc, so a large heap that is freed does not stay scattered
+ * in the lists. Blocks come from malloc with their class's size, and Lua gives a block's size on
+ * every free and resize, so blocks carry no header; the state is made with this allocator
+ * (lua_newstate), so every block Lua frees was allocated here. Left out under AddressSanitizer,
+ * which must see every block. */
 #if defined(__SANITIZE_ADDRESS__)
 #define POOL_MAX 0
 #else
 #define POOL_MAX 256
 #endif
 #define POOL_CLASSES 16
-#define POOL_ARENA (64 * 1024)
-
-typedef struct arena_s {
-  struct arena_s *next;
-  void *pad; /* blocks start 16-byte aligned, as malloc's */
-} arena_t;
+#define POOL_KEEP 2048
 
 typedef struct {
   void *free[POOL_CLASSES];
-  char *bump, *end;
-  arena_t *arenas;
+  unsigned count[POOL_CLASSES];
 } pool_t;
 
 static size_t pool_class(size_t n) {
@@ -44,35 +40,31 @@ static size_t pool_class(size_t n) {
 static void *pool_get(pool_t *p, size_t n) {
   size_t c = pool_class(n);
   void *b = p->free[c];
-  if (b) {
-    p->free[c] = *(void **)b;
-    return b;
-  }
-  size_t sz = (c + 1) << 4;
-  if ((size_t)(p->end - p->bump) < sz) {
-    arena_t *a = malloc(POOL_ARENA);
-    if (a == NULL) return NULL;
-    a->next = p->arenas;
-    p->arenas = a;
-    p->bump = (char *)(a + 1);
-    p->end = (char *)a + POOL_ARENA;
-  }
-  b = p->bump;
-  p->bump += sz;
+  if (b == NULL) return malloc((c + 1) << 4);
+  p->free[c] = *(void **)b;
+  p->count[c]--;
   return b;
 }
 
 static void pool_put(pool_t *p, void *b, size_t n) {
   size_t c = pool_class(n);
+  if (p->count[c] >= POOL_KEEP) {
+    free(b);
+    return;
+  }
   *(void **)b = p->free[c];
   p->free[c] = b;
+  p->count[c]++;
 }
 
 static void pool_free_all(pool_t *p) {
-  while (p->arenas) {
-    arena_t *a = p->arenas;
-    p->arenas = a->next;
-    free(a);
+  for (size_t c = 0; c < POOL_CLASSES; c++) {
+    while (p->free[c]) {
+      void *b = p->free[c];
+      p->free[c] = *(void **)b;
+      free(b);
+    }
+    p->count[c] = 0;
   }
 }
 
