@@ -149,6 +149,17 @@ function Term:wait_prompt(before)
   end, "a new prompt")
 end
 
+-- Types code and Enter, waits until the last line shows `started` (what the code prints as it
+-- starts), presses Ctrl-C and waits for the prompt to come back; returns the screen then.
+function Term:interrupt(code, started)
+  local before = count_prompts(self:screen())
+  self:send(code)
+  self:key("Enter")
+  self:wait(function(s) return last_line(s) == started end, "the code to start")
+  self:key("C-c")
+  return self:wait_prompt(before)
+end
+
 -- Types line and Enter at the prompt; waits for the next prompt; returns what was printed in
 -- between (without the echoed line).
 function Term:run(line)
@@ -552,22 +563,12 @@ describe("the REPL in a terminal", function()
   it("Ctrl-C interrupts running code and keeps state; on a line it clears it (case 98)", function()
     t = Term.start()
     assert.equals("", t:run("a = 1001"))
-    local before = count_prompts(t:screen())
-    t:send('io.write("spinning\\n") while true do end')
-    t:key("Enter")
-    t:wait(function(s) return last_line(s) == "spinning" end, "the code to start")
-    t:key("C-c")
-    local s = t:wait_prompt(before)
+    local s = t:interrupt('io.write("spinning\\n") while true do end', "spinning")
     assert.matches("interrupted!\nstack traceback:", s)
     assert.equals("42042", t:run("a*2*3*7"))
 
     -- a task waiting (not running Lua) is abandoned, and the prompt comes back
-    before = count_prompts(t:screen())
-    t:send('io.write("waiting\\n") rill.sleep(1e6) a = 0')
-    t:key("Enter")
-    t:wait(function(s) return last_line(s) == "waiting" end, "the code to start")
-    t:key("C-c")
-    s = t:wait_prompt(before)
+    s = t:interrupt('io.write("waiting\\n") rill.sleep(1e6) a = 0', "waiting")
     assert.matches("interrupted!", s)
     assert.equals("1001", t:run("a"))
 
@@ -697,12 +698,7 @@ describe("the REPL in a terminal", function()
     assert.equals("3", t:run("1 + 2"))
 
     -- the code interrupted is not what the evaluation waits on: it is abandoned as well
-    before = count_prompts(t:screen())
-    t:send("rill.timeout(20, function() io.write('spin\\n') while true do end end) rill.sleep(1e6)")
-    t:key("Enter")
-    t:wait(function(s) return last_line(s) == "spin" end, "the callback to spin")
-    t:key("C-c")
-    s = t:wait_prompt(before)
+    s = t:interrupt("rill.timeout(20, function() io.write('spin\\n') while true do end end) rill.sleep(1e6)", "spin")
     assert.matches("\ninterrupted!\nstack traceback:\n", s)
     assert.matches("\ninterrupted! %(the task goes on waiting in the background", s)
     assert.equals("4", t:run("2 + 2"))
