@@ -157,18 +157,19 @@ static void done(rill_workers_t *p, rill_job_t *job, int status) {
     g->crc = crc32_combine(g->crc, b->crc, (z_off_t)b->in.len);
     g->isize += b->in.len;
     if (r == 0 && b->out_len) r = push_bytes(g, b->out, b->out_len);
-    if (r == 0 && b->last) {
+    /* A consumer may destroy the stream from a push: then nothing more goes out. */
+    if (r == 0 && b->last && !g->done) {
       unsigned char t[8];
       put_le32(t, (uint32_t)g->crc);
       put_le32(t + 4, (uint32_t)g->isize);
       r = push_bytes(g, t, sizeof t);
-      if (r == 0) {
+      if (r == 0 && !g->done) {
         g->done = 1;
         rill_stream_push(g->s, NULL);
         rill_stream_final_done(g->s, NULL);
       }
     }
-    if (r) fail(g, r, NULL);
+    if (r && !g->done) fail(g, r, NULL);
   }
   block_free(b);
   pump(g);

@@ -151,6 +151,18 @@ describe("zlib.gzip{threads = n}", function()
       assert.are.equal("ERR_STREAM_DESTROYED", err.code)
       rill.sleep(20)
       assert.is_true(closed)
+      -- A consumer that destroys it from its first "data": the blocks still coming are dropped.
+      local g2 = zlib.gzip { threads = 2 }
+      local seen, closed2 = 0, false
+      g2:on("data", function() seen = seen + 1; g2:destroy() end)
+      g2:on("close", function() closed2 = true end)
+      g2:close(data)
+      for _ = 1, 200 do
+        if closed2 then break end
+        rill.sleep(10)
+      end
+      assert.is_true(closed2)
+      assert.are.equal(1, seen)
       local boom = stream.transform {
         transform = function() error("stop here") end,
       }
