@@ -2,9 +2,21 @@
 #ifndef RILL_TEST_H
 #define RILL_TEST_H
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Descriptors this process has open now (tests compare it before and after their failures). */
+static inline int test_fd_count(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n - 1; /* the directory stream's own */
+}
 
 #define CHECK(cond)                                                            \
   do {                                                                         \

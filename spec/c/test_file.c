@@ -1,5 +1,4 @@
 /* spec/c/test_file.c: file readers and writers, whole-file ops, their errors and descriptors. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -11,16 +10,6 @@
 
 static rill_loop_t loop;
 static char tmpdir[] = "/tmp/rill_test_file_XXXXXX";
-
-static int fd_count(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
 
 static void path_of(char *out, size_t n, const char *name) {
   snprintf(out, n, "%s/%s", tmpdir, name);
@@ -195,7 +184,7 @@ static void expect_reader_error(const char *path, int code, const char *syscall)
 static void test_reader_errors(void) {
   char p[256];
   path_of(p, sizeof p, "missing");
-  int before = fd_count();
+  int before = test_fd_count();
   expect_reader_error(p, UV_ENOENT, "open");
   expect_reader_error(tmpdir, UV_EISDIR, "read");
   for (int i = 0; i < 1000; i++) {
@@ -205,7 +194,7 @@ static void test_reader_errors(void) {
     rill_stream_unref(r);
   }
   run();
-  CHECK_INT(fd_count(), before);
+  CHECK_INT(test_fd_count(), before);
 }
 
 static void expect_writer_error(const char *path, size_t bytes, int code, const char *syscall) {
@@ -236,7 +225,7 @@ static void expect_writer_error(const char *path, size_t bytes, int code, const 
 }
 
 static void test_writer_errors(void) {
-  int before = fd_count();
+  int before = test_fd_count();
   expect_writer_error("/dev/full", 1 << 20, UV_ENOSPC, "write");
   expect_writer_error("/dev/full", 10, UV_ENOSPC, "write"); /* small: written at turn's end */
   char p[256];
@@ -251,7 +240,7 @@ static void test_writer_errors(void) {
     rill_stream_unref(w);
   }
   run();
-  CHECK_INT(fd_count(), before);
+  CHECK_INT(test_fd_count(), before);
 }
 
 static void test_copy(void) {
@@ -260,7 +249,7 @@ static void test_copy(void) {
   path_of(b, sizeof b, "dst.bin");
   size_t n = 5 * 1000 * 1000 + 17;
   make_file(a, n);
-  int before = fd_count();
+  int before = test_fd_count();
   rill_stream_t *r, *w;
   CHECK_INT(rill_file_reader_new(&loop, a, NULL, &r), 0);
   CHECK_INT(rill_file_writer_new(&loop, b, NULL, &w), 0);
@@ -272,7 +261,7 @@ static void test_copy(void) {
   run();
   CHECK_INT(pl.called, 1);
   CHECK_INT(pl.code, 0);
-  CHECK_INT(fd_count(), before);
+  CHECK_INT(test_fd_count(), before);
   struct stat st1;
   CHECK_INT(stat(b, &st1), 0);
   CHECK_INT(st1.st_size, n);
@@ -368,7 +357,7 @@ static void test_destroy_midway(void) {
   path_of(a, sizeof a, "mid.bin");
   path_of(b, sizeof b, "mid.out");
   make_file(a, 1 << 20);
-  int before = fd_count();
+  int before = test_fd_count();
   for (int i = 0; i < 200; i++) {
     rill_stream_t *r, *w;
     CHECK_INT(rill_file_reader_new(&loop, a, NULL, &r), 0);
@@ -381,7 +370,7 @@ static void test_destroy_midway(void) {
     rill_stream_unref(w);
   }
   run();
-  CHECK_INT(fd_count(), before);
+  CHECK_INT(test_fd_count(), before);
 }
 
 /* ---- whole-file ops ---- */
@@ -448,7 +437,7 @@ static void test_whole_file(void) {
   CHECK_INT(rill_fs_stat(&loop, tmpdir, 0, st_cb, &r), 0);
   run();
   CHECK_INT(r.st.type, 'd');
-  int before = fd_count();
+  int before = test_fd_count();
   for (int i = 0; i < 300; i++) {
     memset(&r, 0, sizeof r);
     CHECK_INT(rill_fs_read_file(&loop, m, rf_cb, &r), 0);
@@ -472,7 +461,7 @@ static void test_whole_file(void) {
     CHECK_INT(r.code, UV_ENOENT);
     CHECK_STR(r.syscall, "stat");
   }
-  CHECK_INT(fd_count(), before);
+  CHECK_INT(test_fd_count(), before);
   /* An empty file reads as zero bytes. */
   CHECK_INT(rill_view_from(&v, "", 0), 0);
   memset(&r, 0, sizeof r);

@@ -1,5 +1,4 @@
 /* spec/c/test_proc.c: child processes: stdio pipes, exit codes, signals, spawn failures. */
-#include <dirent.h>
 #include <signal.h>
 #include <string.h>
 
@@ -11,16 +10,6 @@ static rill_loop_t loop;
 
 static void run(void) {
   rill_loop_run(&loop, UV_RUN_DEFAULT);
-}
-
-static int fd_count(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
 }
 
 typedef struct {
@@ -118,7 +107,7 @@ static void test_free_while_running(void) {
 }
 
 static void test_spawn_failures(void) {
-  int fds = fd_count();
+  int fds = test_fd_count();
   for (int i = 0; i < 200; i++) {
     char *args[] = {"no-such-program-rill", NULL};
     rill_proc_opts_t o = {
@@ -135,7 +124,7 @@ static void test_spawn_failures(void) {
     CHECK_INT(rill_proc_spawn(&loop, &o2, exited, NULL, &p), UV_ENOENT);
   }
   run();
-  CHECK_INT(fd_count(), fds);
+  CHECK_INT(test_fd_count(), fds);
   rill_proc_opts_t bad = {"x", NULL, NULL, NULL, {0, 0, 0}};
   rill_proc_t *p;
   CHECK_INT(rill_proc_spawn(&loop, &bad, NULL, NULL, &p), UV_EINVAL);

@@ -1,5 +1,4 @@
 /* spec/c/test_splice.c: the native fast path: file to file, device, socket; errors; cancel. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -13,16 +12,6 @@
 
 static rill_loop_t loop;
 static char tmpdir[] = "/tmp/rill_test_splice_XXXXXX";
-
-static int fd_count(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
 
 static void path_of(char *out, size_t n, const char *name) {
   snprintf(out, n, "%s/%s", tmpdir, name);
@@ -88,7 +77,7 @@ static void test_file_to_file(void) {
   path_of(b, sizeof b, "b.bin");
   size_t n = 40 * 1000 * 1000 + 3; /* more than two 16 MiB steps */
   make_file(a, n);
-  int fds = fd_count();
+  int fds = test_fd_count();
   unsigned long before = rill_splice_count();
   pl_t pl = copy(a, b, 1, -1);
   CHECK_INT(pl.code, 0);
@@ -103,21 +92,21 @@ static void test_file_to_file(void) {
   pl = copy(a, b, 5, 4); /* empty range */
   CHECK_INT(pl.code, 0);
   check_file(b, 0, 0);
-  CHECK_INT(fd_count(), fds);
+  CHECK_INT(test_fd_count(), fds);
 }
 
 static void test_devices(void) {
   char a[256];
   path_of(a, sizeof a, "d.bin");
   make_file(a, 3 * 1000 * 1000);
-  int fds = fd_count();
+  int fds = test_fd_count();
   pl_t pl = copy(a, "/dev/null", 1, -1);
   CHECK_INT(pl.code, 0);
   /* /dev/full takes no splice: the copy loop gets its ENOSPC, reported as a write error */
   pl = copy(a, "/dev/full", 1, -1);
   CHECK_INT(pl.code, UV_ENOSPC);
   CHECK_STR(pl.syscall, "write");
-  CHECK_INT(fd_count(), fds);
+  CHECK_INT(test_fd_count(), fds);
 }
 
 /* A FIFO source is not a regular file: the plain pipe copies it. */
@@ -182,7 +171,7 @@ static void test_file_to_socket(void) {
   CHECK_INT(rill_tcp_listen(&loop, "127.0.0.1", 0, 16, 0, on_conn, NULL, &warm), 0);
   rill_tcp_server_free(warm);
   run();
-  int fds = fd_count();
+  int fds = test_fd_count();
   memset(&peer, 0, sizeof peer);
   peer.from = 12345;
   rill_stream_opts_t po = {RILL_STREAM_WRITABLE, RILL_HWM_DEFAULT, RILL_HWM_DEFAULT};
@@ -212,7 +201,7 @@ static void test_file_to_socket(void) {
   rill_stream_unref(peer_sink);
   rill_tcp_server_free(srv);
   run();
-  CHECK_INT(fd_count(), fds);
+  CHECK_INT(test_fd_count(), fds);
 }
 
 /* Destroying either end mid-copy cancels the job; descriptors close; the pipeline reports once. */
@@ -231,7 +220,7 @@ static void test_cancel(void) {
   char a[256];
   path_of(a, sizeof a, "big.bin");
   make_file(a, 64 * 1000 * 1000);
-  int fds = fd_count();
+  int fds = test_fd_count();
   for (int side = 0; side < 2; side++) {
     /* a FIFO reader that never reads makes the copy block: only the cancel ends it */
     char fifo[256];
@@ -257,7 +246,7 @@ static void test_cancel(void) {
     CHECK_INT(pl.code, RILL_ESTREAM_PREMATURE_CLOSE);
     close(rfd);
   }
-  CHECK_INT(fd_count(), fds);
+  CHECK_INT(test_fd_count(), fds);
 }
 
 static void test_disabled(void) {
