@@ -14,23 +14,7 @@ local tmp = os.tmpname()
 os.remove(tmp)
 assert(os.execute("mkdir -p " .. q(tmp)))
 
--- This process's descriptors once garbage is collected and the loop has turned (a collected
--- stream closes its handle in the loop), counted with lstat of /proc/self/fd/N: a popen'd `ls`
--- races with the popen's own pipe.
-local function fd_count()
-  for _ = 1, 2 do
-    collectgarbage()
-    collectgarbage()
-    run(function() rill.sleep(1) end)
-  end
-  return run(function()
-    local n = 0
-    for fd = 0, 1023 do
-      if fs.lstat("/proc/self/fd/" .. fd) then n = n + 1 end
-    end
-    return n
-  end)
-end
+local fd_count = helper.fd_count
 
 -- Runs the rill command on a script (text) in a shell with an optional descriptor limit and
 -- environment; returns stdout, stderr, and how it ended ("exit" or "signal") with the number.
@@ -53,15 +37,8 @@ local function child(script, o)
     o.timeout or 120, q(helper.bin), q(path), table.concat(args, " "), "/dev/null",
     q(path .. ".out"), q(path .. ".err"))
   local _, how, code = os.execute("sh -c " .. q(cmd))
-  local function slurp(p)
-    local h = assert(io.open(p, "rb"))
-    local s = h:read("a")
-    h:close()
-    os.remove(p)
-    return s
-  end
   os.remove(path)
-  return slurp(path .. ".out"), slurp(path .. ".err"), how, code
+  return helper.take_file(path .. ".out"), helper.take_file(path .. ".err"), how, code
 end
 
 -- Asserts that a child ran to its end with status 0 (no crash, no hang, no uncaught error).

@@ -39,6 +39,15 @@ local function shell_quote(s)
 end
 helper.quote = shell_quote
 
+-- The contents of the file at path, which is removed.
+function helper.take_file(path)
+  local h = assert(io.open(path, "rb"))
+  local s = h:read("a")
+  h:close()
+  os.remove(path)
+  return s
+end
+
 -- Runs the rill command with the given argument list (and optional stdin text); returns
 -- stdout, stderr, exit status.
 function helper.cli(args, stdin)
@@ -51,17 +60,10 @@ function helper.cli(args, stdin)
   f:close()
   local line = table.concat(cmd, " ") .. " <" .. inp .. " >" .. out .. " 2>" .. err
   local ok, how, code = os.execute(line)
-  local function slurp(p)
-    local h = assert(io.open(p, "rb"))
-    local s = h:read("a")
-    h:close()
-    os.remove(p)
-    return s
-  end
   os.remove(inp)
   os.remove(dir)
   local status = how == "exit" and code or 128 + code
-  return slurp(out), slurp(err), status
+  return helper.take_file(out), helper.take_file(err), status
 end
 
 -- Number of open file descriptors of this process, once garbage is collected and the loop has

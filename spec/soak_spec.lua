@@ -485,25 +485,7 @@ local function run_case(p)
   end
 end
 
--- This process's descriptors once garbage is collected and the loop has turned (a collected
--- stream closes its handle, and the close completes in the loop).
--- Counted with lstat of /proc/self/fd/N: listing the directory through a popen races with the
--- popen's own pipe (the child may list it before the parent closes its copy).
-local function settled_fd_count()
-  for _ = 1, 2 do
-    collectgarbage()
-    collectgarbage()
-    helper.run(function() rill.sleep(1) end)
-  end
-  if not fs then return helper.fd_count() end
-  return helper.run(function()
-    local n = 0
-    for fd = 0, 1023 do
-      if fs.lstat("/proc/self/fd/" .. fd) then n = n + 1 end
-    end
-    return n
-  end)
-end
+local settled_fd_count = helper.fd_count
 
 describe("soak: randomized lossless pipelines" .. (heavy and " (heavy tier)" or ""), function()
   local fds_before, started
